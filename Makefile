@@ -1,0 +1,47 @@
+# The gate and the newcomer's commands. Everything installs into ./.venv from the registries.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+
+.PHONY: dev engine serve test test-all e2e check lint bench clean
+
+$(VENV)/.dev: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[dev]'
+	touch $@
+
+dev: $(VENV)/.dev
+
+# vLLM CPU build + the demo base model (about 3 minutes and 3 GB the first time).
+$(VENV)/.engine: $(VENV)/.dev scripts/install_engine.sh
+	bash scripts/install_engine.sh $(VENV)
+	touch $@
+
+engine: $(VENV)/.engine
+
+# Installs everything and starts a real vLLM engine + the gateway on http://127.0.0.1:8000
+serve: engine
+	$(VENV)/bin/loragate serve
+
+# The default test run (unit + integration against the simulated engine), under 10 minutes.
+test: dev
+	$(PY) -m pytest
+
+# Everything CI runs: the default run, then the slow and end-to-end suites (real vLLM).
+test-all: test engine
+	$(PY) -m pytest -m 'slow or e2e'
+
+lint: dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+check: lint test
+
+bench: dev
+	$(PY) -m loadtest.bench_store
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,146 @@
+"""The `loragate` command line: serve, adapters …, eval.
+
+The only module that prints: everything else logs.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from server.errors import LoragateError
+from server.manifest import EvalReport, PromptTemplate
+from server.store import AdapterStore
+from server.validation import BaseModelSpec, ValidationLimits, validate_version
+
+app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
+adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")
+app.add_typer(adapters_app, name="adapters")
+console = Console()
+err_console = Console(stderr=True)
+
+DEMO_BASE_ID = "demo-base"
+StoreOpt = Annotated[Path, typer.Option("--store", help="adapter store directory")]
+BaseConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--base-config", help="base model config.json (default: the demo base)"),
+]
+BaseIdOpt = Annotated[str, typer.Option("--base-id", help="id the engines serve the base as")]
+
+
+def demo_base_config() -> Path:
+    return Path(str(resources.files("server.demo").joinpath("base_config.json")))
+
+
+def load_base(config: Path | None, base_id: str) -> BaseModelSpec:
+    return BaseModelSpec.from_config_file(config or demo_base_config(), base_id)
+
+
+def fail(exc: LoragateError) -> typer.Exit:
+    err_console.print(f"[red]error:[/red] {escape(exc.message)}")
+    return typer.Exit(code=1 if exc.status < 500 else 2)
+
+
+@adapters_app.command("package")
+def package(
+    peft_dir: Annotated[Path, typer.Argument(help="PEFT output: adapter_config.json + weights")],
+    store_dir: StoreOpt,
+    name: Annotated[str, typer.Option("--name")],
+    version: Annotated[str, typer.Option("--version")],
+    template: Annotated[str, typer.Option("--template", help="completion template")] = "{input}",
+    system: Annotated[str | None, typer.Option("--system", help="chat system prompt")] = None,
+    eval_file: Annotated[Path | None, typer.Option("--eval", help="eval report JSON")] = None,
+    dataset_id: Annotated[str, typer.Option("--dataset-id")] = "unspecified",
+    origin: Annotated[
+        str, typer.Option("--origin", help="where the data came from")
+    ] = "unspecified",
+    cleaning: Annotated[str, typer.Option("--cleaning")] = "",
+    notes: Annotated[str, typer.Option("--notes")] = "",
+    created_by: Annotated[str | None, typer.Option("--created-by")] = None,
+    base_config: BaseConfigOpt = None,
+    base_id: BaseIdOpt = DEMO_BASE_ID,
+    max_rank: Annotated[int, typer.Option("--max-rank")] = 64,
+) -> None:
+    """Turn a PEFT training output into an immutable, validated store version."""
+    base = load_base(base_config, base_id)
+    store = AdapterStore(store_dir, base, ValidationLimits(max_lora_rank=max_rank))
+    fields: dict[str, Any] = {
+        "base_model": {"id": base.id, "config_sha256": base.config_sha256},
+        "prompt_template": PromptTemplate(completion=template, system=system).model_dump(),
+        "lineage": {"dataset_id": dataset_id, "origin": origin, "cleaning": cleaning},
+        "created_by": created_by or os.environ.get("LORAGATE_ACTOR") or getpass.getuser(),
+        "notes": notes,
+    }
+    try:
+        if eval_file is not None:
+            fields["eval"] = EvalReport.model_validate_json(eval_file.read_bytes()).model_dump()
+        found = store.package(peft_dir, fields, name=name, version=version)
+    except LoragateError as exc:
+        raise fail(exc) from None
+    console.print(f"registered [bold]{found.engine_name}[/bold] at {found.path}")
+
+
+@adapters_app.command("validate")
+def validate(
+    path: Annotated[Path, typer.Argument(help="a version directory")],
+    base_config: BaseConfigOpt = None,
+    base_id: BaseIdOpt = DEMO_BASE_ID,
+    max_rank: Annotated[int, typer.Option("--max-rank")] = 64,
+) -> None:
+    """Check every rule on a version directory; exit 1 naming the rule it broke."""
+    path = path.resolve()
+    try:
+        report = validate_version(
+            path, root=path.parent.parent, base=load_base(base_config, base_id),
+            limits=ValidationLimits(max_lora_rank=max_rank),
+        )  # fmt: skip
+    except LoragateError as exc:
+        raise fail(exc) from None
+    for check in report.checks:
+        console.print(f"[green]ok[/green]   {escape(check)}")
+    for skipped in report.skipped:
+        console.print(f"[yellow]skip[/yellow] {escape(skipped)}")
+    console.print(f"{path}: valid (rank {report.rank}, {report.weights_bytes} bytes of weights)")
+
+
+@adapters_app.command("list")
+def list_adapters(
+    store_dir: StoreOpt,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Table of adapters: versions, channels, base, eval scores."""
+    snap = AdapterStore(store_dir, None).scan()
+    rows: list[dict[str, Any]] = []
+    for adapter in snap.adapters.values():
+        ch = adapter.channels
+        stable = adapter.versions.get(ch.stable) if ch.stable else None
+        evals = stable.evals() if stable else {}
+        rows.append({
+            "name": adapter.name,
+            "versions": list(adapter.versions),
+            "stable": ch.stable, "previous": ch.previous,
+            "canary": f"{ch.canary.version} ({ch.canary.weight:.0%})" if ch.canary else None,
+            "base": stable.manifest.base_model.id if stable else None,
+            "eval": ", ".join(f"{e.dataset}: {e.metric}={e.score:.3f}" for e in evals.values()),
+        })  # fmt: skip
+    if as_json:
+        console.print_json(
+            json.dumps({"adapters": rows, "broken": [b.__dict__ for b in snap.broken]})
+        )
+        return
+    table = Table("adapter", "versions", "stable", "previous", "canary", "base", "eval (stable)")
+    for r in rows:
+        table.add_row(r["name"], " ".join(r["versions"]), r["stable"] or "-", r["previous"] or "-",
+                      r["canary"] or "-", r["base"] or "-", r["eval"] or "-")  # fmt: skip
+    console.print(table)
+    for broken in snap.broken:
+        err_console.print(f"[yellow]broken[/yellow] {escape(broken.path)}: {escape(broken.error)}")

@@ -1,0 +1,382 @@
+"""The versioned adapter store: a directory tree that is the source of truth.
+
+```
+<root>/<name>/channels.json           release pointers, rewritten atomically under a lock
+<root>/<name>/<version>/              immutable once registered (except evals/ additions)
+<root>/audit.jsonl                    append-only log of every change
+```
+
+Scanning reads manifests only (fast: thousands of versions per second); the deep rules of
+`server.validation` run on demand and are cached by file identity. All methods block on disk
+I/O; async code calls them through `asyncio.to_thread`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError as PydanticValidationError
+
+from server.errors import AdapterInvalid, LoragateError, NotFound, StoreError, VersionExists
+from server.fsutil import FileLock, append_line, atomic_write
+from server.manifest import AuditEntry, Channels, EvalReport, Manifest, utcnow
+from server.refs import AdapterRef, check_name, check_version, version_key
+from server.validation import (
+    CONFIG_FILE,
+    EVALS_DIR,
+    MANIFEST_FILE,
+    README_FILE,
+    WEIGHTS_FILE,
+    BaseModelSpec,
+    ValidationLimits,
+    ValidationReport,
+    load_manifest,
+    parse_manifest,
+    sha256_file,
+    validate_version,
+)
+
+log = logging.getLogger(__name__)
+
+CHANNELS_FILE = "channels.json"
+AUDIT_FILE = "audit.jsonl"
+
+
+@dataclass(frozen=True)
+class AdapterVersion:
+    """One registered version: its directory and parsed manifest."""
+
+    name: str
+    version: str
+    path: Path
+    manifest: Manifest
+
+    @property
+    def ref(self) -> AdapterRef:
+        return AdapterRef(self.name, self.version)
+
+    @property
+    def engine_name(self) -> str:
+        """The LoRA name engines know it by; versions of one adapter coexist."""
+        return f"{self.name}@{self.version}"
+
+    def evals(self) -> dict[str, EvalReport]:
+        """Eval reports by dataset: the packaging-time one, then evals/*.json (newer wins)."""
+        reports: dict[str, EvalReport] = {}
+        if self.manifest.eval is not None:
+            reports[self.manifest.eval.dataset] = self.manifest.eval
+        evals_dir = self.path / EVALS_DIR
+        if evals_dir.is_dir():
+            for path in sorted(evals_dir.glob("*.json")):
+                try:
+                    report = EvalReport.model_validate_json(path.read_bytes())
+                except (OSError, PydanticValidationError) as exc:
+                    log.warning("skipping unreadable eval %s: %s", path, exc)
+                    continue
+                reports[report.dataset] = report
+        return reports
+
+
+@dataclass(frozen=True)
+class Adapter:
+    """An adapter name with its versions (oldest first) and channels."""
+
+    name: str
+    versions: dict[str, AdapterVersion]
+    channels: Channels
+
+    def latest(self) -> AdapterVersion | None:
+        return self.versions[max(self.versions, key=version_key)] if self.versions else None
+
+
+@dataclass(frozen=True)
+class BrokenEntry:
+    """Something under the store root that could not be read; reported, skipped."""
+
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable view of the store at one scan."""
+
+    adapters: dict[str, Adapter] = field(default_factory=dict)
+    broken: tuple[BrokenEntry, ...] = ()
+
+    def version_count(self) -> int:
+        return sum(len(a.versions) for a in self.adapters.values())
+
+
+class AdapterStore:
+    """The adapter store rooted at `root`, validated against the served base model."""
+
+    def __init__(
+        self,
+        root: Path,
+        base: BaseModelSpec | None,
+        limits: ValidationLimits | None = None,
+    ) -> None:
+        self.root = root.resolve()
+        self.base = base
+        self.limits = limits or ValidationLimits()
+        self.snapshot = Snapshot()
+        self._lock = threading.Lock()
+        # (path, size, mtime_ns, inode) -> sha256, so revalidation does not rehash weights.
+        self._hashes: dict[tuple[str, int, int, int], str] = {}
+        self._reports: dict[tuple[str, str], tuple[object, ValidationReport]] = {}
+
+    # --- reading -------------------------------------------------------------------------
+
+    def scan(self) -> Snapshot:
+        """Read every manifest and channels file; broken entries are logged and listed."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        adapters: dict[str, Adapter] = {}
+        broken: list[BrokenEntry] = []
+        for entry in _visible_dirs(self.root):
+            try:
+                adapters[entry.name] = self._scan_adapter(Path(entry.path), broken)
+            except LoragateError as exc:
+                broken.append(BrokenEntry(entry.name, exc.message))
+        for item in broken:
+            log.warning("store entry skipped: %s: %s", item.path, item.error)
+        self.snapshot = Snapshot(adapters, tuple(broken))
+        return self.snapshot
+
+    def _scan_adapter(self, path: Path, broken: list[BrokenEntry]) -> Adapter:
+        name = check_name(path.name)
+        versions: dict[str, AdapterVersion] = {}
+        for entry in _visible_dirs(path):
+            try:
+                check_version(entry.name)
+                manifest = load_manifest(Path(entry.path) / MANIFEST_FILE)
+                if (manifest.name, manifest.version) != (name, entry.name):
+                    raise AdapterInvalid(MANIFEST_FILE, "manifest-identity", "name/version differ")
+            except LoragateError as exc:
+                broken.append(BrokenEntry(f"{name}/{entry.name}", exc.message))
+                continue
+            versions[entry.name] = AdapterVersion(name, entry.name, Path(entry.path), manifest)
+        ordered = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
+        return Adapter(name, ordered, self._read_channels(path, set(ordered)))
+
+    def _read_channels(self, adapter_dir: Path, versions: set[str]) -> Channels:
+        path = adapter_dir / CHANNELS_FILE
+        try:
+            channels = Channels.model_validate_json(path.read_bytes())
+        except FileNotFoundError:
+            return Channels()
+        except PydanticValidationError as exc:
+            raise StoreError(f"{CHANNELS_FILE}: {exc.errors()[0]['msg']}") from None
+        missing = channels.referenced() - versions
+        if missing:
+            raise StoreError(f"{CHANNELS_FILE}: points at unknown versions {sorted(missing)}")
+        return channels
+
+    def adapter(self, name: str) -> Adapter:
+        """Raise `NotFound` if the adapter is not in the current snapshot."""
+        try:
+            return self.snapshot.adapters[name]
+        except KeyError:
+            raise NotFound(f"adapter {name!r} does not exist", param="model") from None
+
+    def version(self, name: str, version: str) -> AdapterVersion:
+        """Raise `NotFound` if the version is not in the current snapshot."""
+        try:
+            return self.adapter(name).versions[version]
+        except KeyError:
+            raise NotFound(f"version {name}@{version} does not exist", param="model") from None
+
+    def validate(self, name: str, version: str) -> ValidationReport:
+        """Deep-validate a registered version (cached while its files are unchanged)."""
+        found = self.version(name, version)
+        fingerprint = _fingerprint(found.path)
+        cached = self._reports.get((name, version))
+        if cached is not None and cached[0] == fingerprint:
+            return cached[1]
+        report = validate_version(
+            found.path, root=self.root, base=self.base, limits=self.limits,
+            hasher=self._hash, expect=(name, version),
+        )  # fmt: skip
+        self._reports[(name, version)] = (fingerprint, report)
+        return report
+
+    def _hash(self, path: Path) -> str:
+        st = path.stat()
+        key = (str(path), st.st_size, st.st_mtime_ns, st.st_ino)
+        with self._lock:
+            digest = self._hashes.get(key)
+        if digest is None:
+            digest = sha256_file(path)
+            with self._lock:
+                self._hashes[key] = digest
+        return digest
+
+    # --- writing -------------------------------------------------------------------------
+
+    def package(
+        self, src: Path, manifest_fields: dict[str, object], *, name: str, version: str
+    ) -> AdapterVersion:
+        """Turn a PEFT output directory into a registered version, atomically.
+
+        Copies the weights and config into a staging directory inside the store, writes
+        manifest.json with checksums, validates, and renames into place. On any failure
+        nothing is left behind. Raises `AdapterInvalid`, `VersionExists`, `InvalidName`.
+        """
+        check_name(name)
+        check_version(version)
+        if (src / "adapter_model.bin").exists() and not (src / WEIGHTS_FILE).exists():
+            raise AdapterInvalid("adapter_model.bin", "no-pickle", "convert to safetensors first")
+        with self._staging(name, version) as staging:
+            files = {}
+            for rel in (CONFIG_FILE, WEIGHTS_FILE, README_FILE):
+                if (src / rel).is_file():
+                    shutil.copyfile(src / rel, staging / rel)
+                    files[rel] = sha256_file(staging / rel)
+            manifest = parse_manifest(
+                {**manifest_fields, "name": name, "version": version, "files": files}
+            )
+            (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
+            return self._commit(staging, name, version)
+
+    def register_staged(self, staging: Path, name: str, version: str) -> AdapterVersion:
+        """Validate a complete version directory staged inside the store and move it in."""
+        return self._commit(staging, name, version)
+
+    def _commit(self, staging: Path, name: str, version: str) -> AdapterVersion:
+        validate_version(
+            staging, root=self.root, base=self.base, limits=self.limits,
+            expect=(name, version),
+        )  # fmt: skip
+        target = self.root / name / version
+        try:
+            # rename(2) onto an existing non-empty directory fails: two registrations of the
+            # same version race safely, exactly one wins.
+            os.rename(staging, target)
+        except OSError:
+            raise VersionExists(f"{name}@{version} is already registered") from None
+        manifest = load_manifest(target / MANIFEST_FILE)
+        self._audit(AuditEntry(actor=manifest.created_by, action="register", adapter=name,
+                               to_version=version))  # fmt: skip
+        self.scan()
+        return self.version(name, version)
+
+    @contextlib.contextmanager
+    def _staging(self, name: str, version: str) -> Iterator[Path]:
+        """A fresh directory inside the store (same filesystem: the final rename is atomic)."""
+        adapter_dir = self.root / name
+        created = not adapter_dir.exists()
+        if (adapter_dir / version).exists():
+            raise VersionExists(f"{name}@{version} is already registered")
+        adapter_dir.mkdir(parents=True, exist_ok=True)
+        staging = adapter_dir / f".staging-{version}-{uuid.uuid4().hex[:8]}"
+        staging.mkdir()
+        try:
+            yield staging
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+            if created and not any(adapter_dir.iterdir()):
+                adapter_dir.rmdir()
+
+    def staging_dir(self, name: str, version: str) -> contextlib.AbstractContextManager[Path]:
+        """Public staging area for uploads: removed on exit unless registered."""
+        check_name(name)
+        check_version(version)
+        return self._staging(name, version)
+
+    def update_channels(
+        self,
+        name: str,
+        change: Callable[[Channels], Channels],
+        *,
+        actor: str,
+        action: str,
+        forced: bool = False,
+        detail: str = "",
+    ) -> Channels:
+        """Read-modify-write `channels.json` under the adapter's lock, and audit it.
+
+        `change` gets the current channels and returns the new ones (or raises, and nothing
+        is written). The audit entry records stable before and after.
+        """
+        adapter_dir = self.root / check_name(name)
+        if not adapter_dir.is_dir():
+            raise NotFound(f"adapter {name!r} does not exist", param="name")
+        with FileLock(adapter_dir / ".channels.lock"):
+            versions = {e.name for e in _visible_dirs(adapter_dir)}
+            current = self._read_channels(adapter_dir, versions)
+            new = change(current)
+            missing = new.referenced() - versions
+            if missing:
+                raise NotFound(f"{name}: unknown versions {sorted(missing)}", param="version")
+            new = new.model_copy(update={"revision": current.revision + 1, "updated_at": utcnow()})
+            Channels.model_validate(new.model_dump())  # re-run validators on the copy
+            atomic_write(
+                adapter_dir / CHANNELS_FILE, (new.model_dump_json(indent=2) + "\n").encode()
+            )
+            self._audit(AuditEntry(
+                actor=actor, action=action, adapter=name, from_version=current.stable,
+                to_version=new.stable, forced=forced, detail=detail,
+                revision=new.revision,
+            ))  # fmt: skip
+        self.scan()
+        return new
+
+    def add_eval(self, name: str, version: str, report: EvalReport, *, actor: str) -> Path:
+        """Write `evals/<dataset>.json` beside a version (the one change a version allows)."""
+        found = self.version(name, version)
+        stem = check_name(report.dataset.lower().replace(".", "-"))
+        evals_dir = found.path / EVALS_DIR
+        evals_dir.mkdir(exist_ok=True)
+        path = evals_dir / f"{stem}.json"
+        atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode())
+        self._audit(
+            AuditEntry(
+                actor=actor,
+                action="eval",
+                adapter=name,
+                to_version=version,
+                detail=f"{report.dataset}: {report.metric}={report.score:.4f}",
+            )
+        )
+        return path
+
+    def _audit(self, entry: AuditEntry) -> None:
+        with FileLock(self.root / ".audit.lock"):
+            append_line(self.root / AUDIT_FILE, entry.model_dump_json())
+
+    def audit(self, limit: int | None = None) -> list[AuditEntry]:
+        """The audit log, oldest first (the last `limit` entries if given)."""
+        path = self.root / AUDIT_FILE
+        if not path.exists():
+            return []
+        lines = path.read_text().splitlines()
+        lines = lines[-limit:] if limit else lines
+        return [AuditEntry.model_validate_json(line) for line in lines if line.strip()]
+
+
+def _visible_dirs(path: Path) -> list[os.DirEntry[str]]:
+    """Subdirectories, skipping dot-entries (staging dirs, locks) and symlinks."""
+    with os.scandir(path) as it:
+        return sorted(
+            (e for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)),
+            key=lambda e: e.name,
+        )
+
+
+def _fingerprint(path: Path) -> object:
+    """Identity of every file under a version directory: changes when any file changes."""
+    return tuple(
+        sorted(
+            (str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+            for p in path.rglob("*")
+            for st in (p.lstat(),)
+        )
+    )
