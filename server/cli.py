@@ -8,7 +8,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,7 +19,7 @@ from rich.table import Table
 from server.errors import LoragateError
 from server.manifest import EvalReport, PromptTemplate
 from server.store import AdapterStore
-from server.validation import BaseModelSpec, ValidationLimits, validate_version
+from server.validation import BaseModelSpec, ValidationLimits, demo_base_config, validate_version
 
 app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
 adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")
@@ -37,10 +36,6 @@ BaseConfigOpt = Annotated[
 BaseIdOpt = Annotated[str, typer.Option("--base-id", help="id the engines serve the base as")]
 
 
-def demo_base_config() -> Path:
-    return Path(str(resources.files("server.demo").joinpath("base_config.json")))
-
-
 def load_base(config: Path | None, base_id: str) -> BaseModelSpec:
     return BaseModelSpec.from_config_file(config or demo_base_config(), base_id)
 
@@ -48,6 +43,44 @@ def load_base(config: Path | None, base_id: str) -> BaseModelSpec:
 def fail(exc: LoragateError) -> typer.Exit:
     err_console.print(f"[red]error:[/red] {escape(exc.message)}")
     return typer.Exit(code=1 if exc.status < 500 else 2)
+
+
+@app.command("serve")
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="YAML settings file")] = None,
+    host: Annotated[str | None, typer.Option("--host")] = None,
+    port: Annotated[int | None, typer.Option("--port")] = None,
+    engine_url: Annotated[
+        list[str] | None, typer.Option("--engine-url", help="an external vLLM engine (repeat)")
+    ] = None,
+    store_dir: Annotated[Path | None, typer.Option("--store")] = None,
+) -> None:
+    """Start the gateway (and its managed engines). With no options: the demo deployment."""
+    import uvicorn
+
+    from server import logs
+    from server.app import create_app
+    from server.settings import Settings
+
+    overrides: dict[str, Any] = {"host": host, "port": port, "store": store_dir}
+    if engine_url:
+        overrides["engines"] = [{"url": url} for url in engine_url]
+    try:
+        settings = Settings.load(config, **overrides)
+    except (ValueError, OSError) as exc:
+        err_console.print(f"[red]invalid configuration:[/red] {escape(str(exc))}")
+        raise typer.Exit(2) from None
+    if not settings.engines:
+        err_console.print("[red]no engines configured:[/red] use --config or --engine-url")
+        raise typer.Exit(2)
+    logs.configure(settings.log_json)
+    url = f"http://{settings.host}:{settings.port}"
+    err_console.print(f"loragate on {url}  (store {settings.store}, base {settings.base_model})")
+    err_console.print(
+        f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
+        f"""-d '{{"model": "<adapter>", "prompt": "Hello", "max_tokens": 16}}'"""
+    )
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
 @adapters_app.command("package")

@@ -8,6 +8,7 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── Unauthorized            401  missing or unknown bearer token
 ├── Forbidden               403  the caller may not use this adapter / endpoint
 ├── NotFound                404  unknown model, adapter or version
+│   └── UnknownRoute        404  no such endpoint
 ├── Conflict                409  the operation contradicts the store's state
 │   ├── VersionExists       409  registering a version that is already in the store
 │   └── PromotionRefused    409  eval gate said no (the numbers are in the message)
@@ -108,6 +109,12 @@ class NotFound(LoragateError):
     status = 404
     type = "invalid_request_error"
     code = "model_not_found"
+
+
+class UnknownRoute(NotFound):
+    """Raised for a path the gateway does not serve."""
+
+    code = "not_found"
 
 
 class Conflict(LoragateError):

@@ -180,6 +180,18 @@ class AdapterStore:
             raise StoreError(f"{CHANNELS_FILE}: points at unknown versions {sorted(missing)}")
         return channels
 
+    def fingerprint(self) -> object:
+        """Cheap change detector: mtimes of the root, each adapter dir and its channels file.
+        A new version directory or a replaced channels.json changes its adapter dir's mtime."""
+        marks: list[tuple[str, int]] = [("", self.root.stat().st_mtime_ns)]
+        for entry in _visible_dirs(self.root):
+            marks.append((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns))
+            with contextlib.suppress(FileNotFoundError):
+                marks.append(
+                    (entry.name + "/c", os.stat(Path(entry.path, CHANNELS_FILE)).st_mtime_ns)
+                )
+        return tuple(marks)
+
     def adapter(self, name: str) -> Adapter:
         """Raise `NotFound` if the adapter is not in the current snapshot."""
         try:

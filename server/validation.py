@@ -22,6 +22,7 @@ import re
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,12 @@ class ValidationReport:
 
 
 Hasher = Callable[[Path], str]
+
+
+def demo_base_config() -> Path:
+    """config.json of the demo base model (SmolLM2-135M-Instruct), shipped in the package."""
+    return Path(str(resources.files("server.demo").joinpath("base_config.json")))
+
 
 # The config.json keys that decide whether an adapter fits a base. Hashing only these keeps
 # the fingerprint stable when a tool rewrites unrelated keys (transformers_version, dtype).

@@ -1,0 +1,134 @@
+"""Every Prometheus metric loragate exports, defined once on an injected registry.
+
+Label values are bounded: `adapter`/`version` come from the store (never raw client input),
+`engine` from the config, `tenant` from the tenants file, `code` from HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+# Seconds. Adapter loads are tens of ms on CPU, seconds for big adapters on a busy engine.
+LOAD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+# Seconds. LLM requests: sub-second to minutes on CPU.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+# Seconds. Gateway overhead: well under a millisecond to tens of ms.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class WindowCounter:
+    """Counts events in the last `window_s` seconds (timestamps in a deque)."""
+
+    def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.window_s = window_s
+        self._clock = clock
+        self._events: deque[float] = deque()
+
+    def add(self) -> None:
+        self._events.append(self._clock())
+
+    def count(self) -> int:
+        horizon = self._clock() - self.window_s
+        while self._events and self._events[0] < horizon:
+            self._events.popleft()
+        return len(self._events)
+
+
+class _SwapRatio(Collector):
+    """`loragate_swap_request_ratio`: adapter loads per request over a sliding window."""
+
+    def __init__(self, swaps: WindowCounter, requests: WindowCounter) -> None:
+        self.swaps, self.requests = swaps, requests
+
+    def collect(self) -> Iterator[Metric]:
+        requests = self.requests.count()
+        ratio = self.swaps.count() / requests if requests else 0.0
+        family = GaugeMetricFamily(
+            "loragate_swap_request_ratio",
+            f"Adapter loads per adapter request over the last {self.swaps.window_s:g} s",
+        )
+        family.add_metric([], ratio)
+        yield family
+
+
+class Metrics:
+    """The metrics of one gateway. Tests build their own on a fresh `CollectorRegistry`."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, window_s: float = 60.0) -> None:
+        self.registry = r = registry or CollectorRegistry()
+        # Registry: residency, swaps, thrashing.
+        self.adapter_load_seconds = Histogram(
+            "loragate_adapter_load_seconds", "Duration of the engine's adapter load call",
+            ["engine"], buckets=LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.adapter_loads = Counter(
+            "loragate_adapter_loads_total", "Adapter versions loaded onto an engine",
+            ["engine", "adapter"], registry=r,
+        )  # fmt: skip
+        self.adapter_load_failures = Counter(
+            "loragate_adapter_load_failures_total", "Adapter loads that failed or were not listed",
+            ["engine", "adapter"], registry=r,
+        )  # fmt: skip
+        self.adapter_evictions = Counter(
+            "loragate_adapter_evictions_total", "Adapter versions unloaded to free a slot",
+            ["engine", "adapter"], registry=r,
+        )  # fmt: skip
+        self.adapter_thrash = Counter(
+            "loragate_adapter_thrash_total",
+            "Adapter versions reloaded within thrash_window_s of their eviction",
+            ["adapter"], registry=r,
+        )  # fmt: skip
+        self.resident_adapters = Gauge(
+            "loragate_resident_adapters", "Adapter versions resident on an engine", ["engine"],
+            registry=r,
+        )  # fmt: skip
+        self.adapter_slots = Gauge(
+            "loragate_adapter_slots", "Adapter slots the registry manages on an engine",
+            ["engine"], registry=r,
+        )  # fmt: skip
+        self.registry_lookups = Counter(
+            "loragate_registry_lookups_total", "Adapter acquisitions by outcome (hit or miss)",
+            ["engine", "result"], registry=r,
+        )  # fmt: skip
+        self.load_wait_seconds = Histogram(
+            "loragate_load_wait_seconds", "Time a request waited for its adapter to be resident",
+            ["engine"], buckets=LOAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.swaps = WindowCounter(window_s)
+        self.adapter_requests = WindowCounter(window_s)
+        r.register(_SwapRatio(self.swaps, self.adapter_requests))
+        # Requests.
+        self.requests = Counter(
+            "loragate_requests_total", "Requests answered, by adapter, version, tenant, status",
+            ["adapter", "version", "tenant", "code"], registry=r,
+        )  # fmt: skip
+        self.request_duration_seconds = Histogram(
+            "loragate_request_duration_seconds", "Time from request to the last byte",
+            ["adapter"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.time_to_first_token_seconds = Histogram(
+            "loragate_time_to_first_token_seconds", "Time from request to the first streamed byte",
+            ["adapter"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "loragate_tokens_total", "Tokens reported by the engine's usage fields",
+            ["adapter", "kind"], registry=r,
+        )  # fmt: skip
+        self.gateway_overhead_seconds = Histogram(
+            "loragate_gateway_overhead_seconds",
+            "Time spent in the gateway itself (excluding waiting on the engine)",
+            buckets=OVERHEAD_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.inflight_requests = Gauge(
+            "loragate_inflight_requests", "Requests in flight to an engine", ["engine"], registry=r
+        )
+        self.engine_up = Gauge(
+            "loragate_engine_up", "1 if the engine answered its last health check", ["engine"],
+            registry=r,
+        )  # fmt: skip

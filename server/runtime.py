@@ -1,0 +1,151 @@
+"""The gateway's shared objects, built once from `Settings`, and its background loops.
+
+Built in the app's lifespan (no module-level state); loops are tasks kept in a set and
+cancelled on shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+from server.engines import EngineClient, HttpEngineClient
+from server.errors import LoragateError
+from server.metrics import Metrics
+from server.registry import Registry
+from server.releases import pinned_versions
+from server.routing import Router
+from server.serving import Gateway
+from server.settings import Settings
+from server.store import AdapterStore, AdapterVersion
+from server.validation import BaseModelSpec, ValidationLimits, demo_base_config
+
+log = logging.getLogger(__name__)
+
+STORE_POLL_S = 0.5  # a store change is picked up within 1 s
+
+
+class Runtime:
+    """Store, engines, registry, router, gateway and metrics of one gateway process."""
+
+    def __init__(self, settings: Settings, engines: dict[str, EngineClient] | None = None):
+        self.settings = settings
+        self.metrics = Metrics(window_s=settings.swap_ratio_window_s)
+        base = BaseModelSpec.from_config_file(
+            settings.base_config or demo_base_config(), settings.base_model,
+            tuple(settings.base_aliases),
+        )  # fmt: skip
+        self.store = AdapterStore(
+            settings.store, base, ValidationLimits(max_lora_rank=settings.max_lora_rank)
+        )
+        names = settings.engine_names()
+        self.engines: dict[str, EngineClient] = engines or {
+            name: self._client(name, cfg.base_url())
+            for name, cfg in zip(names, settings.engines, strict=True)
+        }
+        capacity = {n: cfg.max_cpu_loras for n, cfg in zip(names, settings.engines, strict=True)}
+        self.registry = Registry(
+            {name: (client, capacity.get(name, 4)) for name, client in self.engines.items()},
+            self.metrics,
+            thrash_window_s=settings.thrash_window_s,
+            wait_timeout_s=settings.load_wait_timeout_s,
+            check=self._check_version,
+        )
+        self.router = Router(self.store, settings.base_model)
+        self.gateway = Gateway(self.router, self.registry, self.engines, self.metrics)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._store_mark: object = None
+
+    def _client(self, name: str, url: str) -> EngineClient:
+        s = self.settings
+        return HttpEngineClient(
+            name, url, connect_timeout_s=s.connect_timeout_s,
+            request_timeout_s=s.request_timeout_s, load_timeout_s=s.load_timeout_s,
+        )  # fmt: skip
+
+    async def _check_version(self, version: AdapterVersion) -> None:
+        await asyncio.to_thread(self.store.validate, version.name, version.version)
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        snapshot = await asyncio.to_thread(self.store.scan)
+        self._store_mark = await asyncio.to_thread(self.store.fingerprint)
+        log.info("store loaded", extra={"adapters": len(snapshot.adapters),
+                                         "versions": snapshot.version_count(),
+                                         "broken": len(snapshot.broken)})  # fmt: skip
+        self._apply_pins()
+        await self.check_engines()
+        self._spawn(self._every(self.settings.reconcile_interval_s, self.check_engines))
+        self._spawn(self._every(STORE_POLL_S, self.poll_store))
+
+    async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.registry.aclose()
+        for client in self.engines.values():
+            await client.aclose()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _every(self, period_s: float, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job failed", extra={"job": job.__name__})
+
+    # --- jobs ----------------------------------------------------------------------------
+
+    async def check_engines(self) -> None:
+        """Health of every engine; reconcile residency of those that answer."""
+        for name, client in self.engines.items():
+            healthy = await client.health()
+            self.metrics.engine_up.labels(name).set(1 if healthy else 0)
+            if not healthy:
+                if name in self.gateway.up:
+                    log.warning("engine down", extra={"engine": name})
+                self.gateway.up.discard(name)
+                continue
+            self.gateway.up.add(name)
+            try:
+                await self.registry.reconcile(name)
+            except LoragateError as exc:
+                log.warning("reconcile failed", extra={"engine": name, "error": exc.message})
+
+    async def poll_store(self) -> None:
+        """Rescan when an adapter directory or channels.json changed (other gateways, GitOps)."""
+        mark = await asyncio.to_thread(self.store.fingerprint)
+        if mark == self._store_mark:
+            return
+        self._store_mark = mark
+        await asyncio.to_thread(self.store.scan)
+        self._apply_pins()
+        log.info("store rescanned", extra={"versions": self.store.snapshot.version_count()})
+
+    def _apply_pins(self) -> None:
+        budget = min((e.capacity for e in self.registry.engines.values()), default=1) - 1
+        pins = pinned_versions(
+            self.store.snapshot, datetime.now(UTC), self.settings.rollback_window_s, budget
+        )
+        self.registry.set_pins(pins)
+
+    def ready(self) -> bool:
+        return bool(self.gateway.up) and self._store_mark is not None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> Any:
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()

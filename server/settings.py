@@ -1,0 +1,113 @@
+"""All configuration, from one YAML file with `LORAGATE_*` environment overrides, validated
+at start-up (a bad value stops the server with the field that is wrong)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class ManagedEngine(BaseModel):
+    """An engine the gateway starts and supervises itself (bound to 127.0.0.1)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("demo", description="model directory, or 'demo' for the built demo base")
+    port: int = Field(8101, ge=1, le=65535)
+    max_loras: int = Field(2, ge=1)
+    max_lora_rank: int = Field(8, ge=1)
+    dtype: str = "float32"
+    max_model_len: int = 1024
+    kv_cache_gib: int = Field(1, ge=1)
+    omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
+    extra_args: list[str] = []
+    ready_timeout_s: float = 300.0
+
+
+class EngineConfig(BaseModel):
+    """One vLLM engine: an external `url`, or a `managed` one the gateway starts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, description="label in metrics; defaults to engine-<index>")
+    url: str | None = None
+    managed: ManagedEngine | None = None
+    max_cpu_loras: int = Field(4, ge=1, description="adapter slots the registry manages here")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EngineConfig:
+        if (self.url is None) == (self.managed is None):
+            raise ValueError("an engine needs exactly one of `url` or `managed`")
+        return self
+
+    def base_url(self) -> str:
+        if self.url is not None:
+            return self.url.rstrip("/")
+        assert self.managed is not None
+        return f"http://127.0.0.1:{self.managed.port}"
+
+
+class Settings(BaseSettings):
+    """loragate's configuration. Environment: `LORAGATE_<FIELD>` (nested: `__`)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="LORAGATE_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    store: Path = Path("adapters")
+    base_model: str = "demo-base"
+    base_config: Path | None = Field(None, description="base config.json; default: demo base")
+    base_aliases: list[str] = Field(default_factory=list)
+    max_lora_rank: int = Field(8, ge=1)
+    engines: list[EngineConfig] = Field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+    # Registry (seconds).
+    thrash_window_s: float = Field(60.0, gt=0)
+    swap_ratio_window_s: float = Field(60.0, gt=0)
+    load_wait_timeout_s: float = Field(10.0, ge=0, description="max wait for a free slot")
+    reconcile_interval_s: float = Field(15.0, gt=0)
+    rollback_window_s: float = Field(3600.0, ge=0)
+
+    # Engine calls (seconds).
+    connect_timeout_s: float = Field(5.0, gt=0)
+    request_timeout_s: float = Field(300.0, gt=0)
+    load_timeout_s: float = Field(60.0, gt=0)
+
+    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    log_json: bool = True
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the YAML file (passed as init kwargs by `load`).
+        return (env_settings, init_settings)
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: Any) -> Settings:
+        """Settings from a YAML file (relative paths resolve against its directory)."""
+        data: dict[str, Any] = {}
+        if path is not None:
+            loaded = yaml.safe_load(path.read_text()) or {}
+            if not isinstance(loaded, dict):
+                raise ValueError(f"{path}: top level must be a mapping")
+            data = loaded
+            for key in ("store", "base_config"):
+                if isinstance(data.get(key), str):
+                    data[key] = str((path.parent / data[key]).resolve())
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def engine_names(self) -> list[str]:
+        return [e.name or f"engine-{i}" for i, e in enumerate(self.engines)]
