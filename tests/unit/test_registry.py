@@ -1,0 +1,221 @@
+"""The registry against a fake engine: LRU, single flight, pins, waits, failures, thrash."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.errors import AdapterLoadFailed, Unavailable
+from server.metrics import Metrics
+from server.registry import Registry
+from server.store import AdapterStore, AdapterVersion
+from tests.factory import add_version
+from tests.fakes import FakeEngine
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def versions(store: AdapterStore, tmp_path: Path) -> dict[str, AdapterVersion]:
+    out = {}
+    for name in ("a", "b", "c", "d", "e"):
+        for v in ("v1", "v2"):
+            out[f"{name}@{v}"] = add_version(store, tmp_path, name, v)
+    return out
+
+
+def make(engine: FakeEngine, capacity: int = 2, **kwargs: object) -> tuple[Registry, Metrics]:
+    metrics = Metrics()
+    return Registry({"e0": (engine, capacity)}, metrics, **kwargs), metrics  # type: ignore[arg-type]
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    return metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+def resident(registry: Registry) -> list[str]:
+    return [s.key for s in registry.view("e0") if s.state == "ready"]
+
+
+async def use(registry: Registry, v: AdapterVersion) -> None:
+    await registry.acquire("e0", v)
+    registry.release("e0", v.engine_name)
+
+
+async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine()
+    clock = Clock()
+    registry, metrics = make(engine, clock=clock)
+    for key in ("a@v1", "b@v1", "a@v1"):  # a is now more recent than b
+        clock.now += 1
+        await use(registry, versions[key])
+    clock.now += 1
+    await use(registry, versions["c@v1"])  # evicts b (LRU), not a
+
+    assert engine.calls == [("load", "a@v1"), ("load", "b@v1"), ("unload", "b@v1"),
+                            ("load", "c@v1")]  # fmt: skip
+    assert sorted(engine.loaded) == ["a@v1", "c@v1"]
+    assert sample(metrics, "loragate_registry_lookups_total", engine="e0", result="hit") == 1
+    assert sample(metrics, "loragate_adapter_evictions_total", engine="e0", adapter="b") == 1
+    assert sample(metrics, "loragate_resident_adapters", engine="e0") == 2
+
+
+async def test_fifty_concurrent_cold_requests_share_one_load(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine(load_s=0.05)
+    registry, metrics = make(engine)
+    v = versions["a@v1"]
+    await asyncio.gather(*(registry.acquire("e0", v) for _ in range(50)))
+
+    assert engine.loads() == ["a@v1"]
+    assert registry.view("e0")[0].inflight == 50
+    assert sample(metrics, "loragate_inflight_requests", engine="e0") == 50
+    for _ in range(50):
+        registry.release("e0", v.engine_name)
+    assert registry.view("e0")[0].inflight == 0
+
+
+async def test_in_flight_versions_are_never_evicted(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine()
+    clock = Clock()
+    registry, _ = make(engine, clock=clock)
+    await registry.acquire("e0", versions["a@v1"])  # held: oldest but in flight
+    clock.now += 1
+    await use(registry, versions["b@v1"])
+    clock.now += 1
+    await use(registry, versions["c@v1"])
+    assert ("unload", "a@v1") not in engine.calls
+    assert ("unload", "b@v1") in engine.calls
+
+
+async def test_everything_pinned_or_busy_gives_503_with_retry_after(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine, wait_timeout_s=0.2)
+    registry.set_pins([versions["a@v1"]])
+    await use(registry, versions["a@v1"])
+    await registry.acquire("e0", versions["b@v1"])  # busy
+
+    with pytest.raises(Unavailable) as info:
+        await registry.acquire("e0", versions["c@v1"])
+    assert info.value.retry_after_s is not None and info.value.retry_after_s >= 1
+    assert "pinned or busy" in info.value.message
+    assert engine.loads() == ["a@v1", "b@v1"]
+
+
+async def test_a_waiting_request_gets_the_slot_when_one_frees(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine, capacity=1, wait_timeout_s=5)
+    await registry.acquire("e0", versions["a@v1"])
+    waiter = asyncio.create_task(registry.acquire("e0", versions["b@v1"]))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    registry.release("e0", "a@v1")
+    await asyncio.wait_for(waiter, 1)
+    assert resident(registry) == ["b@v1"]
+
+
+async def test_failed_load_leaves_state_unchanged_and_may_be_retried(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine(fail_load={"b@v1"})
+    registry, metrics = make(engine, capacity=3)
+    await use(registry, versions["a@v1"])
+    before = registry.view("e0")
+
+    with pytest.raises(AdapterLoadFailed, match="cannot load b@v1"):
+        await registry.acquire("e0", versions["b@v1"])
+
+    assert registry.view("e0") == before
+    assert sample(metrics, "loragate_adapter_load_failures_total", engine="e0", adapter="b") == 1
+    engine.fail_load.clear()
+    await use(registry, versions["b@v1"])
+    assert resident(registry) == ["a@v1", "b@v1"]
+
+
+async def test_a_200_without_listing_is_not_trusted(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine(lie_on_load=True)
+    registry, _ = make(engine)
+    with pytest.raises(AdapterLoadFailed, match="does not list it"):
+        await registry.acquire("e0", versions["a@v1"])
+    assert registry.view("e0") == []
+
+
+async def test_broken_version_is_refused_before_anything_is_evicted(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    async def check(v: AdapterVersion) -> None:
+        if v.name == "c":
+            raise AdapterLoadFailed("adapter_model.safetensors: [checksum] mismatch")
+
+    engine = FakeEngine()
+    registry, _ = make(engine, check=check)
+    await use(registry, versions["a@v1"])
+    await use(registry, versions["b@v1"])
+    with pytest.raises(AdapterLoadFailed, match="checksum"):
+        await registry.acquire("e0", versions["c@v1"])
+    assert resident(registry) == ["a@v1", "b@v1"] and "unload" not in dict(engine.calls)
+
+
+async def test_thrash_counts_reloads_within_the_window(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine()
+    clock = Clock()
+    registry, metrics = make(engine, capacity=1, clock=clock, thrash_window_s=60)
+    for key in ("a@v1", "b@v1", "a@v1", "b@v1"):  # ping-pong: 2 reloads within the window
+        clock.now += 1
+        await use(registry, versions[key])
+    clock.now += 120
+    await use(registry, versions["a@v1"])  # evicted long ago: a swap, not thrash
+
+    assert sample(metrics, "loragate_adapter_thrash_total", adapter="a") == 1
+    assert sample(metrics, "loragate_adapter_thrash_total", adapter="b") == 1
+    assert sample(metrics, "loragate_adapter_loads_total", engine="e0", adapter="a") == 3
+    assert sample(metrics, "loragate_adapter_evictions_total", engine="e0", adapter="b") == 2
+
+
+async def test_cancelled_waiter_does_not_leak_in_flight(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine(load_s=0.1)
+    registry, _ = make(engine)
+    waiter = asyncio.create_task(registry.acquire("e0", versions["a@v1"]))
+    await asyncio.sleep(0.02)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    await asyncio.sleep(0.15)
+    assert [(s.key, s.inflight) for s in registry.view("e0")] == [("a@v1", 0)]
+
+
+async def test_reconcile_adopts_forgets_trims_and_rewarms_pins(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine, capacity=2)
+    engine.loaded = {"x@v1": "/p", "y@v1": "/p", "z@v1": "/p"}  # loaded before we started
+    await registry.reconcile("e0")
+    assert len(engine.loaded) == 2 and len(resident(registry)) == 2  # trimmed to capacity
+
+    registry.set_pins([versions["a@v1"]])
+    engine.loaded.clear()  # the engine restarted and lost everything
+    await registry.reconcile("e0")
+    assert resident(registry) == ["a@v1"] and list(engine.loaded) == ["a@v1"]
+
+
+async def test_pick_engine_prefers_residency_then_a_stable_home() -> None:
+    registry = Registry({"e0": (FakeEngine(), 2), "e1": (FakeEngine(), 2)}, Metrics())
+    home = registry.pick_engine("a@v1", ["e0", "e1"])
+    assert all(registry.pick_engine("a@v1", ["e0", "e1"]) == home for _ in range(5))
+    assert registry.pick_engine("a@v1", ["e1"]) == "e1"
+    with pytest.raises(Unavailable):
+        registry.pick_engine("a@v1", [])
