@@ -71,8 +71,11 @@ def serve(
         err_console.print(f"[red]invalid configuration:[/red] {escape(str(exc))}")
         raise typer.Exit(2) from None
     if not settings.engines:
-        err_console.print("[red]no engines configured:[/red] use --config or --engine-url")
-        raise typer.Exit(2)
+        settings = settings.with_demo_engine()
+        err_console.print(
+            "no engine configured: starting the demo engine (vLLM, demo base model). "
+            "The first run builds the model (~30 s); the engine is ready in ~40 s."
+        )
     logs.configure(settings.log_json)
     url = f"http://{settings.host}:{settings.port}"
     err_console.print(f"loragate on {url}  (store {settings.store}, base {settings.base_model})")

@@ -128,6 +128,10 @@ class Metrics:
         self.inflight_requests = Gauge(
             "loragate_inflight_requests", "Requests in flight to an engine", ["engine"], registry=r
         )
+        self.engine_restarts = Counter(
+            "loragate_engine_restarts_total", "Managed engine processes that exited and restarted",
+            ["engine"], registry=r,
+        )  # fmt: skip
         self.engine_up = Gauge(
             "loragate_engine_up", "1 if the engine answered its last health check", ["engine"],
             registry=r,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from server.routing import Router
 from server.serving import Gateway
 from server.settings import Settings
 from server.store import AdapterStore, AdapterVersion
+from server.supervisor import EngineSupervisor
 from server.validation import BaseModelSpec, ValidationLimits, demo_base_config
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,15 @@ class Runtime:
             wait_timeout_s=settings.load_wait_timeout_s,
             check=self._check_version,
         )
+        self.supervisors = [
+            EngineSupervisor(
+                name, cfg.managed, cfg.max_cpu_loras, settings.base_model, settings.log_dir,
+                on_ready=self.check_engines,
+                on_restart=functools.partial(self._engine_exited, name),
+            )
+            for name, cfg in zip(names, settings.engines, strict=True)
+            if cfg.managed is not None and engines is None
+        ]  # fmt: skip
         self.router = Router(self.store, settings.base_model)
         self.gateway = Gateway(self.router, self.registry, self.engines, self.metrics)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,6 +90,8 @@ class Runtime:
                                          "versions": snapshot.version_count(),
                                          "broken": len(snapshot.broken)})  # fmt: skip
         self._apply_pins()
+        for supervisor in self.supervisors:
+            supervisor.start()
         await self.check_engines()
         self._spawn(self._every(self.settings.reconcile_interval_s, self.check_engines))
         self._spawn(self._every(STORE_POLL_S, self.poll_store))
@@ -87,6 +100,8 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        for supervisor in self.supervisors:
+            await supervisor.stop()
         await self.registry.aclose()
         for client in self.engines.values():
             await client.aclose()
@@ -121,6 +136,12 @@ class Runtime:
                 await self.registry.reconcile(name)
             except LoragateError as exc:
                 log.warning("reconcile failed", extra={"engine": name, "error": exc.message})
+
+    def _engine_exited(self, name: str) -> None:
+        """A managed engine died: stop routing to it now; `on_ready` brings it back."""
+        self.metrics.engine_restarts.labels(name).inc()
+        self.metrics.engine_up.labels(name).set(0)
+        self.gateway.up.discard(name)
 
     async def poll_store(self) -> None:
         """Rescan when an adapter directory or channels.json changed (other gateways, GitOps)."""

@@ -4,7 +4,7 @@ at start-up (a bad value stops the server with the field that is wrong)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +16,9 @@ class ManagedEngine(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    kind: Literal["vllm", "sim"] = Field(
+        "vllm", description="vllm, or the simulated engine (loadtest/sim) for capacity tests"
+    )
     model: str = Field("demo", description="model directory, or 'demo' for the built demo base")
     port: int = Field(8101, ge=1, le=65535)
     max_loras: int = Field(2, ge=1)
@@ -26,6 +29,7 @@ class ManagedEngine(BaseModel):
     omp_threads_bind: str | None = Field(None, description="VLLM_CPU_OMP_THREADS_BIND, e.g. '0'")
     extra_args: list[str] = []
     ready_timeout_s: float = 300.0
+    restart_backoff_s: float = Field(1.0, gt=0, description="first restart delay, doubling")
 
 
 class EngineConfig(BaseModel):
@@ -79,6 +83,9 @@ class Settings(BaseSettings):
     request_timeout_s: float = Field(300.0, gt=0)
     load_timeout_s: float = Field(60.0, gt=0)
 
+    log_dir: Path = Field(
+        Path.home() / ".cache" / "loragate" / "logs", description="managed engines' logs"
+    )
     max_body_bytes: int = Field(1024 * 1024, gt=0)
     log_json: bool = True
 
@@ -108,6 +115,12 @@ class Settings(BaseSettings):
                     data[key] = str((path.parent / data[key]).resolve())
         data.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**data)
+
+    def with_demo_engine(self) -> Settings:
+        """These settings plus one managed engine on the demo base if none is configured."""
+        if self.engines:
+            return self
+        return self.model_copy(update={"engines": [EngineConfig(managed=ManagedEngine())]})
 
     def engine_names(self) -> list[str]:
         return [e.name or f"engine-{i}" for i, e in enumerate(self.engines)]
