@@ -86,6 +86,54 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
 
 
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option("--model", help="name@version to evaluate")],
+    dataset: Annotated[Path, typer.Option("--dataset", help="held-out JSONL: input, target")],
+    url: Annotated[str, typer.Option("--url", envvar="LORAGATE_URL")] = "http://127.0.0.1:8000",
+    store_dir: Annotated[Path, typer.Option("--store")] = Path("adapters"),
+    dataset_id: Annotated[str | None, typer.Option("--dataset-id")] = None,
+    metric: Annotated[str | None, typer.Option("--metric")] = None,
+    base_model: Annotated[str, typer.Option("--base-model")] = DEMO_BASE_ID,
+    baseline: Annotated[bool, typer.Option("--baseline/--no-baseline")] = True,
+    max_tokens: Annotated[int, typer.Option("--max-tokens")] = 48,
+    limit: Annotated[int | None, typer.Option("--limit")] = None,
+    write: Annotated[bool, typer.Option("--write/--dry-run")] = True,
+) -> None:
+    """Send a held-out set through the gateway, score it, record evals/<dataset>.json."""
+    import asyncio
+
+    from server import evaluation as ev
+    from server.refs import AdapterRef
+
+    ref = AdapterRef.parse(model)
+    if ref.version is None:
+        raise typer.BadParameter("evaluate an exact version: name@version", param_hint="--model")
+    store = AdapterStore(store_dir, None)
+    store.scan()
+    version = store.version(ref.name, ref.version)
+    dataset_id = dataset_id or f"{dataset.parent.name}-{dataset.stem}"
+    metric = metric or ev.metric_for(dataset_id)
+    examples = ev.load_examples(dataset, limit)
+    token = os.environ.get("LORAGATE_API_KEY")
+
+    def run(target: str, prompts: list[str]) -> ev.Scored:
+        predictions = asyncio.run(ev.predict(url, target, prompts, max_tokens=max_tokens,
+                                             api_key=token))  # fmt: skip
+        return ev.score(predictions, examples, metric)
+
+    scored = run(model, [e.input for e in examples])  # the gateway applies the template
+    # The base gets the same template, rendered here: a fair baseline.
+    template = version.manifest.prompt_template
+    base = run(base_model, [template.render(e.input) for e in examples]) if baseline else None
+    result = ev.report(dataset_id, metric, model, scored, base)
+    console.print_json(result.model_dump_json())
+    if write:
+        actor = os.environ.get("LORAGATE_ACTOR") or getpass.getuser()
+        path = store.add_eval(ref.name, ref.version, result, actor=actor)
+        console.print(f"recorded {path}")
+
+
 @adapters_app.command("package")
 def package(
     peft_dir: Annotated[Path, typer.Argument(help="PEFT output: adapter_config.json + weights")],
