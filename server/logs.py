@@ -22,7 +22,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        if (rid := request_id.get()) is not None:
+        if (rid := request_id.get()) is not None and "request_id" not in vars(record):
             entry["request_id"] = rid
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:

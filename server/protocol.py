@@ -18,7 +18,8 @@ class OpenAIRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=256)
+    # Absent, empty or "auto": routed by the X-Task header or the tenant's default.
+    model: str | None = Field(None, max_length=256)
     stream: bool = False
     max_tokens: int | None = Field(None, ge=1)
     user: str | None = Field(None, max_length=256)

@@ -1,9 +1,14 @@
-"""From the `model` string of a request to the exact thing to serve.
+"""From a request to the exact thing to serve, and whether its tenant may.
 
-`model` is the base id, `name` (its stable version, or its canary for a share of requests),
-or `name@version`. Anything else — including names that are not even valid spellings — is
-the same 404 a client gets for an unknown model. Canary choice is sticky per `user` when the
-request names one (hash of user + adapter), random otherwise.
+Resolution order: an explicit `model` (the base id, `name`, `name@version`, or one of the
+tenant's task aliases, also as `alias@version`) → the `X-Task` header (a task alias) → the
+tenant's default adapter. `model` counts as absent when empty or `auto`.
+
+`name` means its stable version, or its canary for the canary's share of requests (sticky per
+`user` when the request names one, random otherwise). Anything else — unknown names, invalid
+spellings, and (with `hide_foreign`) adapters the tenant may not use — is the same 404, so a
+tenant cannot learn which adapters exist; with `hide_foreign=False` a known foreign adapter is
+a 403 instead.
 """
 
 from __future__ import annotations
@@ -12,9 +17,12 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from server.errors import InvalidName, NotFound
+from server.errors import Forbidden, InvalidName, InvalidRequest, NotFound
 from server.refs import AdapterRef
 from server.store import AdapterStore, AdapterVersion
+from server.tenants import Tenant
+
+AUTO_MODELS = frozenset({"", "auto"})
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,45 @@ class Router:
         self.base_model = base_model
         self._rng = rng or random.Random()  # a traffic split, not a secret
 
+    def resolve_for(
+        self, tenant: Tenant, model: str | None, task: str | None = None,
+        user: str | None = None, hide_foreign: bool = True,
+    ) -> Target:  # fmt: skip
+        """Resolve for `tenant`; raise `NotFound`, `Forbidden` or `InvalidRequest`."""
+        requested, name = self._requested(tenant, model, task)
+        if name == self.base_model:
+            if not tenant.allow_base:
+                raise not_found(requested) if hide_foreign else Forbidden(
+                    f"tenant {tenant.name!r} may not call the base model", param="model")
+            return self.resolve(name, user)
+        try:
+            ref = AdapterRef.parse(name)
+        except InvalidName:
+            raise not_found(requested) from None
+        if not tenant.may_use(ref.name):
+            exists = ref.name in self.store.snapshot.adapters
+            if hide_foreign or not exists:
+                raise not_found(requested)
+            raise Forbidden(f"tenant {tenant.name!r} may not use {ref.name!r}", param="model")
+        return self._resolve_ref(requested, ref, user)
+
+    def _requested(
+        self, tenant: Tenant, model: str | None, task: str | None
+    ) -> tuple[str, str]:
+        """(what the client asked for, the model string after task aliases)."""
+        if model is not None and model.strip() not in AUTO_MODELS:
+            alias, sep, version = model.partition("@")
+            if alias in tenant.tasks:
+                return model, tenant.tasks[alias] + (sep + version if sep else "")
+            return model, model
+        if task:
+            if task not in tenant.tasks:
+                raise InvalidRequest(f"unknown task {task!r} (X-Task)", param="X-Task")
+            return task, tenant.tasks[task]
+        if tenant.default is not None:
+            return tenant.default, tenant.default
+        raise InvalidRequest("no model given and the tenant has no default", param="model")
+
     def resolve(self, model: str, user: str | None = None) -> Target:
         """Raise `NotFound` for anything that is not the base or a servable version."""
         if model == self.base_model:
@@ -52,6 +99,9 @@ class Router:
             ref = AdapterRef.parse(model)
         except InvalidName:
             raise not_found(model) from None
+        return self._resolve_ref(model, ref, user)
+
+    def _resolve_ref(self, model: str, ref: AdapterRef, user: str | None) -> Target:
         adapter = self.store.snapshot.adapters.get(ref.name)
         if adapter is None:
             raise not_found(model)

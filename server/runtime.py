@@ -16,6 +16,7 @@ from typing import Any
 
 from server.engines import EngineClient, HttpEngineClient
 from server.errors import LoragateError
+from server.limits import Limiter
 from server.metrics import Metrics
 from server.registry import Registry
 from server.releases import pinned_versions
@@ -24,6 +25,7 @@ from server.serving import Gateway
 from server.settings import Settings
 from server.store import AdapterStore, AdapterVersion
 from server.supervisor import EngineSupervisor
+from server.tenants import Tenants
 from server.validation import BaseModelSpec, ValidationLimits, demo_base_config
 
 log = logging.getLogger(__name__)
@@ -67,7 +69,12 @@ class Runtime:
             if cfg.managed is not None and engines is None
         ]  # fmt: skip
         self.router = Router(self.store, settings.base_model)
-        self.gateway = Gateway(self.router, self.registry, self.engines, self.metrics)
+        self.tenants = Tenants(settings.tenants_file)
+        self.gateway = Gateway(
+            self.router, self.registry, self.engines, self.metrics, Limiter(),
+            hide_foreign=settings.hide_foreign_adapters,
+            max_prompt_chars=settings.max_prompt_chars,
+        )  # fmt: skip
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
 
@@ -84,6 +91,11 @@ class Runtime:
     # --- lifecycle -----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.tenants.open:
+            log.warning(
+                "RUNNING OPEN: no tenants_file is configured, so every caller may use every "
+                "adapter without an API key. Set LORAGATE_TENANTS_FILE for multi-tenant use."
+            )
         snapshot = await asyncio.to_thread(self.store.scan)
         self._store_mark = await asyncio.to_thread(self.store.fingerprint)
         log.info("store loaded", extra={"adapters": len(snapshot.adapters),
@@ -144,7 +156,9 @@ class Runtime:
         self.gateway.up.discard(name)
 
     async def poll_store(self) -> None:
-        """Rescan when an adapter directory or channels.json changed (other gateways, GitOps)."""
+        """Rescan when an adapter directory or channels.json changed (other gateways, GitOps);
+        re-read the tenants file when it changed."""
+        await asyncio.to_thread(self.tenants.maybe_reload)
         mark = await asyncio.to_thread(self.store.fingerprint)
         if mark == self._store_mark:
             return

@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     log_dir: Path = Field(
         Path.home() / ".cache" / "loragate" / "logs", description="managed engines' logs"
     )
-    max_body_bytes: int = Field(1024 * 1024, gt=0)
+    max_body_bytes: int = Field(1024 * 1024, gt=0, description="request body limit (413)")
+    max_prompt_chars: int = Field(100_000, gt=0, description="prompt text limit (400)")
+    tenants_file: Path | None = Field(None, description="API keys → tenants (None: open)")
+    hide_foreign_adapters: bool = Field(
+        True, description="another tenant's adapter is a 404 like an unknown one (else 403)"
+    )
     log_json: bool = True
 
     @classmethod
@@ -110,7 +115,7 @@ class Settings(BaseSettings):
             if not isinstance(loaded, dict):
                 raise ValueError(f"{path}: top level must be a mapping")
             data = loaded
-            for key in ("store", "base_config"):
+            for key in ("store", "base_config", "tenants_file"):
                 if isinstance(data.get(key), str):
                     data[key] = str((path.parent / data[key]).resolve())
         data.update({k: v for k, v in overrides.items() if v is not None})
