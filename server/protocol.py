@@ -41,3 +41,74 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(OpenAIRequest):
     messages: list[ChatMessage] = Field(min_length=1)
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error envelope; every non-2xx answer has this shape."""
+
+    error: ErrorBody
+
+
+class Choice(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    index: int
+    finish_reason: str | None = None
+
+
+class Usage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt_tokens: int
+    completion_tokens: int | None = None
+    total_tokens: int
+
+
+class CompletionResponse(BaseModel):
+    """What the engine answers (passed through; documented loosely, extra fields allowed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: str
+    created: int
+    model: str
+    choices: list[Choice]
+    usage: Usage | None = None
+
+
+class ModelCard(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    object: Literal["model"]
+    owned_by: str
+    parent: str | None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` entries for error statuses (all OpenAI's error envelope)."""
+    return {status: {"model": ErrorResponse} for status in statuses}
+
+
+def generation_responses() -> dict[int | str, dict[str, Any]]:
+    """A completion is JSON, or SSE when `stream` is true."""
+    return {
+        200: {
+            "model": CompletionResponse,
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(400, 401, 403, 404, 413, 429, 502, 503, 504),
+    }

@@ -8,7 +8,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from server.deps import GatewayDep, RuntimeDep, TaskHeader, TenantDep
-from server.protocol import ChatCompletionRequest, CompletionRequest, Kind, OpenAIRequest
+from server.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    Kind,
+    ModelList,
+    OpenAIRequest,
+    error_responses,
+    generation_responses,
+)
 from server.serving import Gateway
 from server.streaming import ReleasingStreamingResponse
 from server.tenants import Tenant
@@ -29,21 +37,21 @@ async def _serve(
     )  # fmt: skip
 
 
-@router.post("/completions")
+@router.post("/completions", responses=generation_responses())
 async def completions(
     req: CompletionRequest, gateway: GatewayDep, tenant: TenantDep, task: TaskHeader = None
 ) -> Response:
     return await _serve(gateway, "completions", req, tenant, task)
 
 
-@router.post("/chat/completions")
+@router.post("/chat/completions", responses=generation_responses())
 async def chat_completions(
     req: ChatCompletionRequest, gateway: GatewayDep, tenant: TenantDep, task: TaskHeader = None
 ) -> Response:
     return await _serve(gateway, "chat", req, tenant, task)
 
 
-@router.get("/models")
+@router.get("/models", response_model=ModelList, responses=error_responses(401))
 async def models(runtime: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
     """The base (if the tenant may call it) and the adapters it may use, with versions."""
     base = runtime.settings.base_model
