@@ -277,3 +277,13 @@ def test_health_and_readiness_follow_the_engine(gateway: Start) -> None:
         "x-request-id"
     ]
     assert rid == "abc-123"
+
+
+def test_an_engine_that_does_not_answer_in_time_is_a_504(gateway: Start) -> None:
+    gw, (sim,) = gateway(settings={"request_timeout_s": 0.3})
+    assert complete(gw, "alpha").status_code == 200  # warm: the load is not what times out
+    httpx.post(f"{sim.url}/sim/faults", json={"request_delay_ms": 2000})
+    response = complete(gw, "alpha")
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "engine_timeout"
+    assert gw.metric("loragate_inflight_requests", engine="engine-0") == 0
