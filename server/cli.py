@@ -5,9 +5,11 @@ The only module that prints: everything else logs.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,6 +18,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from server.admin_client import (
+    AdminClient,
+    Refused,
+    Unreachable,
+    audit_table,
+    change_summary,
+    status_table,
+)
 from server.errors import LoragateError
 from server.manifest import EvalReport, PromptTemplate
 from server.store import AdapterStore
@@ -228,3 +238,126 @@ def list_adapters(
     console.print(table)
     for broken in snap.broken:
         err_console.print(f"[yellow]broken[/yellow] {escape(broken.path)}: {escape(broken.error)}")
+
+
+if __name__ == "__main__":
+    app()
+
+
+# --- release commands: drive a running gateway's admin API -------------------------------
+
+UrlOpt = Annotated[str, typer.Option("--url", envvar="LORAGATE_URL", help="gateway URL")]
+NameArg = Annotated[str, typer.Argument(help="adapter name")]
+VersionArg = Annotated[str, typer.Argument(help="version, e.g. v3")]
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+@contextlib.contextmanager
+def admin(url: str) -> Iterator[AdminClient]:
+    """A client sending LORAGATE_ADMIN_TOKEN. Exit 1 when the gateway refuses (its message is
+    printed), 2 when it cannot be reached."""
+    try:
+        with AdminClient(url, os.environ.get("LORAGATE_ADMIN_TOKEN")) as client:
+            yield client
+    except Refused as exc:
+        err_console.print(f"[red]refused ({exc.status}):[/red] {escape(exc.message)}")
+        raise typer.Exit(1) from None
+    except Unreachable as exc:
+        err_console.print(f"[red]unreachable:[/red] {escape(exc.message)}")
+        raise typer.Exit(2) from None
+
+
+def show_change(result: dict[str, Any]) -> None:
+    console.print(escape(change_summary(result)))
+    if result.get("gate"):
+        console.print(f"gate: {escape(result['gate']['reason'])}")
+    if result.get("forced"):
+        console.print("[yellow]forced past the eval gate (audited as forced)[/yellow]")
+
+
+@adapters_app.command("register")
+def register(
+    directory: Annotated[Path, typer.Argument(exists=True, file_okay=False, help="version dir")],
+    name: Annotated[str, typer.Option("--name")],
+    version: Annotated[str, typer.Option("--version")],
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Upload a packaged version directory to a running gateway; it validates and registers."""
+    with admin(url) as client:
+        result = client.register(directory, name, version)
+    console.print(f"registered [bold]{result['adapter']}@{result['version']}[/bold]: "
+                  f"{', '.join(result['files'])}")  # fmt: skip
+
+
+@adapters_app.command("promote")
+def promote(
+    name: NameArg, version: VersionArg,
+    force: Annotated[bool, typer.Option("--force", help="past the eval gate (audited)")] = False,
+    dataset: Annotated[str | None, typer.Option("--dataset", help="gate dataset")] = None,
+    url: UrlOpt = DEFAULT_URL,
+) -> None:  # fmt: skip
+    """Make VERSION stable if its eval beats the stable's (prewarmed before the switch)."""
+    with admin(url) as client:
+        show_change(client.promote(name, version, force=force, dataset=dataset))
+
+
+@adapters_app.command("rollback")
+def rollback(name: NameArg, url: UrlOpt = DEFAULT_URL) -> None:
+    """stable ← previous, instantly (the previous version is kept warm)."""
+    with admin(url) as client:
+        show_change(client.rollback(name))
+
+
+@adapters_app.command("canary")
+def canary(
+    name: NameArg, version: VersionArg,
+    weight: Annotated[float, typer.Argument(help="share of requests, 0..1; 0 ends it")],
+    url: UrlOpt = DEFAULT_URL,
+) -> None:  # fmt: skip
+    """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`)."""
+    with admin(url) as client:
+        show_change(client.canary(name, version, weight))
+
+
+@adapters_app.command("pin")
+def pin(name: NameArg, version: VersionArg, url: UrlOpt = DEFAULT_URL) -> None:
+    """Keep VERSION loaded on every engine (an operator pin in channels.json)."""
+    with admin(url) as client:
+        show_change(client.version_action(name, version, "pin"))
+
+
+@adapters_app.command("unpin")
+def unpin(name: NameArg, version: VersionArg, url: UrlOpt = DEFAULT_URL) -> None:
+    """Remove an operator pin."""
+    with admin(url) as client:
+        show_change(client.version_action(name, version, "unpin"))
+
+
+@adapters_app.command("retire")
+def retire(name: NameArg, version: VersionArg, url: UrlOpt = DEFAULT_URL) -> None:
+    """Take VERSION out of the serving set (kept on disk); refused for stable/previous/canary."""
+    with admin(url) as client:
+        result = client.retire(name, version)
+    console.print(f"retired {name}@{version} → {result['retired_to']}")
+    if result["still_loaded"]:
+        console.print(f"still loaded (in use) on {', '.join(result['still_loaded'])}")
+
+
+@adapters_app.command("audit")
+def audit(
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50, url: UrlOpt = DEFAULT_URL
+) -> None:
+    """The last LIMIT changes: who, what, from/to, forced, when."""
+    with admin(url) as client:
+        console.print(audit_table(client.audit(limit)))
+
+
+@adapters_app.command("status")
+def status(url: UrlOpt = DEFAULT_URL) -> None:
+    """Every adapter version of a running gateway: channel, validation, evals, residency."""
+    with admin(url) as client:
+        listing = client.status()
+    console.print(status_table(listing))
+    for engine, info in listing["engines"].items():
+        state = "up" if info["up"] else "[red]down[/red]"
+        console.print(f"{engine}: {state}, {len(info['slots'])}/{info['capacity']} slots used")

@@ -10,10 +10,6 @@ joins the thread.
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-from types import TracebackType
 from typing import Any
 
 import httpx
@@ -22,14 +18,13 @@ import uvicorn
 from loadtest.sim.app import create_app, get_engine_of
 from loadtest.sim.config import SimConfig
 from loadtest.sim.engine import SimEngine
+from loadtest.threaded import ThreadedServer, bind_socket
 
-_START_TIMEOUT_S = 10.0
-_POLL_S = 0.005
+__all__ = ["SimEngineServer", "bind_socket", "uvicorn_config"]
 
 
 def uvicorn_config(app: Any, config: SimConfig, *, quiet: bool) -> uvicorn.Config:
-    """Settings shared by the thread server and the CLI. `quiet` leaves global logging
-    alone (uvicorn's default dictConfig would reconfigure the test process)."""
+    """uvicorn settings of the CLI (`quiet` leaves global logging alone)."""
     return uvicorn.Config(
         app,
         log_config=None if quiet else uvicorn.config.LOGGING_CONFIG,
@@ -42,31 +37,21 @@ def uvicorn_config(app: Any, config: SimConfig, *, quiet: bool) -> uvicorn.Confi
     )
 
 
-def bind_socket(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-class SimEngineServer:
-    """Context manager around one simulated engine served by uvicorn in a thread."""
+class SimEngineServer(ThreadedServer):
+    """One simulated engine served by uvicorn in a thread (see `loadtest.threaded`)."""
 
     def __init__(self, config: SimConfig | None = None, **overrides: Any) -> None:
         base = config or SimConfig()
         self.config = base.model_copy(update=overrides) if overrides else base
         if overrides:  # model_copy does not validate; re-run the validators
             self.config = SimConfig.model_validate(self.config.model_dump())
-        self.app = create_app(self.config)
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
-        self.url = ""
+        app = create_app(self.config)
+        super().__init__(
+            app, host=self.config.host, port=self.config.port, name="simengine", lifespan="on",
+            graceful_shutdown_s=self.config.graceful_shutdown_s,
+            # Open streams end now, not after the grace time.
+            before_stop=lambda: get_engine_of(app).abort_threadsafe(),
+        )  # fmt: skip
 
     @property
     def engine(self) -> SimEngine:
@@ -74,55 +59,12 @@ class SimEngineServer:
         return get_engine_of(self.app)
 
     def __enter__(self) -> SimEngineServer:
-        self._sock = bind_socket(self.config.host, self.config.port)
-        host, port = self._sock.getsockname()[:2]
-        self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
-        self._server = uvicorn.Server(uvicorn_config(self.app, self.config, quiet=True))
-        self._thread = threading.Thread(
-            target=self._server.run,
-            kwargs={"sockets": [self._sock]},
-            name=f"simengine-{port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self.start()
         try:
-            self._wait_until_healthy()
+            with httpx.Client(base_url=self.url, timeout=1.0) as client:
+                if client.get("/health").status_code != 200 and not self.config.faults.unhealthy:
+                    raise RuntimeError("simulated engine is not healthy")
         except BaseException:
             self.close()
             raise
         return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Stop serving and join the thread; idempotent."""
-        if self._server is not None:
-            self.engine.abort_threadsafe()  # open streams end now, not after the grace time
-            self._server.should_exit = True
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            thread.join(timeout=_START_TIMEOUT_S)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._sock = None
-        if thread is not None and thread.is_alive():
-            raise RuntimeError(f"simulated engine thread {thread.name} did not stop")
-
-    def _wait_until_healthy(self) -> None:
-        deadline = time.monotonic() + _START_TIMEOUT_S
-        assert self._server is not None and self._thread is not None
-        while not self._server.started:
-            if not self._thread.is_alive():
-                raise RuntimeError("simulated engine failed to start")
-            if time.monotonic() > deadline:
-                raise TimeoutError("simulated engine did not start")
-            time.sleep(_POLL_S)
-        with httpx.Client(base_url=self.url, timeout=1.0) as client:
-            if client.get("/health").status_code != 200 and not self.config.faults.unhealthy:
-                raise RuntimeError("simulated engine is not healthy")
