@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server import logs
-from server.api import health, openai
+from server.api import admin, health, openai
 from server.errors import InvalidRequest, LoragateError, PayloadTooLarge, UnknownRoute
 from server.runtime import Runtime
 from server.settings import Settings
@@ -44,6 +44,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
     app.include_router(openai.router)
     app.include_router(health.router)
+    app.include_router(admin.router)
     _install_error_handlers(app)
     _install_middleware(app, settings)
     return app
@@ -83,7 +84,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _install_middleware(app: FastAPI, settings: Settings) -> None:
-    limit = settings.max_body_bytes
+    body_limit = settings.max_body_bytes
 
     @app.middleware("http")
     async def request_context(
@@ -94,6 +95,8 @@ def _install_middleware(app: FastAPI, settings: Settings) -> None:
         token = logs.request_id.set(rid)
         try:
             length = request.headers.get("content-length")
+            upload = admin.UPLOAD_PATH_RE.fullmatch(request.url.path) and request.method == "POST"
+            limit = settings.max_upload_bytes if upload else body_limit
             if length is not None and (not length.isdigit() or int(length) > limit):
                 response: Response = error_response(
                     PayloadTooLarge(f"request body over {limit} bytes")

@@ -15,6 +15,7 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── PayloadTooLarge         413  body or upload over its limit
 ├── RateLimited             429  tenant over its rate or concurrency (Retry-After)
 ├── Unavailable             503  no capacity now (Retry-After): slots busy, engine down
+│   └── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
 ├── UpstreamError           502  the engine answered with an error we cannot pass on
 │   └── AdapterLoadFailed   502  the engine refused or failed to load a version
 ├── UpstreamTimeout         504  the engine did not answer in time
@@ -159,6 +160,13 @@ class Unavailable(LoragateError):
     status = 503
     type = "service_unavailable"
     code = "unavailable"
+
+
+class VersionNotReady(Unavailable):
+    """Raised when a request resolves to a version whose files fail validation, e.g. a
+    directory still being copied into the store (its checksums do not match yet)."""
+
+    code = "version_not_ready"
 
 
 class UpstreamError(LoragateError):

@@ -5,6 +5,7 @@
 - `FileLock`: an exclusive `flock` on a lock file; serialises writers across processes and
   threads (each `FileLock` opens its own file description).
 - `append_line`: one `write` of a whole line to an `O_APPEND` file, then fsync.
+- `visible_dirs`, `tree_fingerprint`: what the store's scans and caches look at.
 """
 
 from __future__ import annotations
@@ -72,3 +73,23 @@ class FileLock:
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None
+
+
+def visible_dirs(path: Path) -> list[os.DirEntry[str]]:
+    """Subdirectories, skipping dot-entries (staging dirs, locks) and symlinks."""
+    with os.scandir(path) as it:
+        return sorted(
+            (e for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)),
+            key=lambda e: e.name,
+        )
+
+
+def tree_fingerprint(path: Path) -> object:
+    """Identity of every file under `path` (name, size, mtime): changes when any does."""
+    return tuple(
+        sorted(
+            (str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+            for p in path.rglob("*")
+            for st in (p.lstat(),)
+        )
+    )

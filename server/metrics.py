@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -54,6 +54,24 @@ class _SwapRatio(Collector):
             f"Adapter loads per adapter request over the last {self.swaps.window_s:g} s",
         )
         family.add_metric([], ratio)
+        yield family
+
+
+class _ActiveVersions(Collector):
+    """`loragate_active_version_info{adapter,version,channel}` = 1, read from the store's
+    current snapshot at scrape time (so it follows other gateways' and GitOps changes)."""
+
+    def __init__(self, versions: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+        self.versions = versions
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "loragate_active_version_info",
+            "1 for each adapter version a release channel (stable, previous, canary) points at",
+            labels=["adapter", "version", "channel"],
+        )
+        for adapter, version, channel in self.versions():
+            family.add_metric([adapter, version, channel], 1.0)
         yield family
 
 
@@ -110,7 +128,7 @@ class Metrics:
         )  # fmt: skip
         self.request_duration_seconds = Histogram(
             "loragate_request_duration_seconds", "Time from request to the last byte",
-            ["adapter"], buckets=LATENCY_BUCKETS, registry=r,
+            ["adapter", "version"], buckets=LATENCY_BUCKETS, registry=r,
         )  # fmt: skip
         self.time_to_first_token_seconds = Histogram(
             "loragate_time_to_first_token_seconds", "Time from request to the first streamed byte",
@@ -136,3 +154,16 @@ class Metrics:
             "loragate_engine_up", "1 if the engine answered its last health check", ["engine"],
             registry=r,
         )  # fmt: skip
+        # Releases.
+        self.promotions = Counter(
+            "loragate_promotions_total", "Versions promoted to stable (forced: past the eval gate)",
+            ["adapter", "forced"], registry=r,
+        )  # fmt: skip
+        self.rollbacks = Counter(
+            "loragate_rollbacks_total", "Rollbacks of stable to the previous version", ["adapter"],
+            registry=r,
+        )  # fmt: skip
+
+    def track_versions(self, versions: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
+        """Export `loragate_active_version_info` from (adapter, version, channel) triples."""
+        self.registry.register(_ActiveVersions(versions))

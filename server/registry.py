@@ -243,6 +243,8 @@ class Registry:
             return
         try:
             await self._check(version)
+        except Unavailable:
+            raise  # e.g. VersionNotReady (files still landing): the client gets that 503
         except LoragateError as exc:
             msg = f"{version.engine_name} refused before loading: {exc.message}"
             raise AdapterLoadFailed(msg) from None
@@ -353,15 +355,30 @@ class Registry:
     async def _trim(self, engine: str) -> None:
         eng = self.engines[engine]
         while eng.used() > eng.capacity and (victim := self._victim(eng)) is not None:
-            victim.state = SlotState.UNLOADING
-            victim.done = asyncio.get_running_loop().create_future()
-            try:
-                await self._unload(engine, victim)
-            except LoragateError as exc:
-                victim.state = SlotState.READY
-                victim.done.set_result(None)
-                log.warning("trim failed", extra={"engine": engine, "error": exc.message})
+            if not await self._evict_now(engine, victim):
                 return
+
+    async def unload(self, engine: str, key: str) -> bool:
+        """Unload `key` from `engine` now if it is resident and idle (a retired version).
+        True when it is gone; False while requests still use it (LRU evicts it later)."""
+        slot = self.engines[engine].slots.get(key)
+        if slot is None:
+            return True
+        if slot.state is not SlotState.READY or slot.inflight or slot.waiters:
+            return False
+        return await self._evict_now(engine, slot)
+
+    async def _evict_now(self, engine: str, victim: Slot) -> bool:
+        victim.state = SlotState.UNLOADING
+        victim.done = asyncio.get_running_loop().create_future()
+        try:
+            await self._unload(engine, victim)
+        except LoragateError as exc:
+            victim.state = SlotState.READY
+            victim.done.set_result(None)
+            log.warning("unload failed", extra={"engine": engine, "error": exc.message})
+            return False
+        return True
 
     # --- choice and views ----------------------------------------------------------------
 

@@ -1,10 +1,53 @@
-"""Release policy over the store: which versions stay warm (pinned) on the engines."""
+"""Adapter releases over the store: which versions stay warm, and the operations the admin
+API calls (register, promote, rollback, canary, pin/unpin/prewarm, retire, listing). The
+eval gate itself is `server.gate`.
+
+`ReleaseService` knows nothing of FastAPI. Every change of release pointers goes through
+`AdapterStore.update_channels` (flock + atomic write + audit), so gateways sharing a store
+converge on their next poll (within 1 s). Blocking store calls run in worker threads.
+
+Choices:
+- promote: candidate must validate; the gate (`evaluate_gate`) must pass unless `force`;
+  the candidate is prewarmed on every engine that is up *before* the switch (a prewarm
+  failure aborts, nothing switched); old stable → previous, and is kept warm (best effort).
+  A canary of the promoted version ends. Audited `forced` only when force overrode a
+  refusal.
+- rollback: stable ← previous, previous ← None. Never loads anything: the switch is the
+  channels write; engines where the restored version is not resident are reported. A
+  second rollback is refused (409) instead of flipping back to the version just rolled
+  away from; that version stays registered as an ordinary candidate.
+- canary: weight > 0 validates and prewarms the version first; weight 0 ends the canary.
+- retire: see `AdapterStore.retire`; afterwards the version is unloaded from idle engines.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from server.store import AdapterVersion, Snapshot
+from server.errors import (
+    AdapterInvalid,
+    Conflict,
+    InvalidRequest,
+    LoragateError,
+    PromotionRefused,
+    StoreError,
+)
+from server.gate import GateResult, evaluate_gate
+from server.manifest import AuditEntry, Canary, Channels
+from server.metrics import Metrics
+from server.refs import check_name, check_version
+from server.registry import Registry, SlotView
+from server.store import AdapterStore, AdapterVersion, AuditVersions, Snapshot
+from server.uploads import MultipartUpload, StagingTarget
+
+log = logging.getLogger(__name__)
 
 
 def pinned_versions(
@@ -30,3 +73,329 @@ def pinned_versions(
             break
         chosen.setdefault(version.engine_name, version)
     return list(chosen.values())
+
+
+def channel_of(channels: Channels) -> dict[str, str]:
+    """version -> the channel pointing at it: stable, previous, or a live canary."""
+    roles = {v: c for c, v in (("previous", channels.previous), ("stable", channels.stable)) if v}
+    if channels.canary is not None and channels.canary.weight > 0:
+        roles.setdefault(channels.canary.version, "canary")
+    return roles
+
+
+def active_versions(snapshot: Snapshot) -> list[tuple[str, str, str]]:
+    """(adapter, version, channel) for every stable, previous and live canary pointer."""
+    return [
+        (adapter.name, version, channel)
+        for adapter in snapshot.adapters.values()
+        for version, channel in channel_of(adapter.channels).items()
+    ]
+
+
+# --- results ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ChangeResult:
+    """What a release change did. `switch_ms`: the channels write (lock, atomic write,
+    audit, rescan, pins) — the moment traffic moves; prewarm time is not in it."""
+
+    adapter: str
+    action: str
+    channels: dict[str, Any]
+    switch_ms: float
+    prewarm_ms: float = 0.0
+    prewarmed: list[str] = field(default_factory=list)  # engines loaded/confirmed before
+    not_resident: list[str] = field(default_factory=list)  # engines that will load on use
+    forced: bool = False
+    gate: GateResult | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class RetireResult:
+    adapter: str
+    version: str
+    retired_to: str  # directory name under <store>/<adapter>/
+    still_loaded: list[str]  # engines where requests were using it (LRU evicts it later)
+
+
+@dataclass(frozen=True)
+class PrewarmResult:
+    adapter: str
+    version: str
+    engines: list[str]
+    elapsed_ms: float
+
+
+class ReleaseService:
+    """The admin operations of one gateway."""
+
+    def __init__(
+        self, store: AdapterStore, registry: Registry, metrics: Metrics, *,
+        engines_up: Callable[[], list[str]], pins_changed: Callable[[], None],
+        max_upload_bytes: int,
+    ) -> None:  # fmt: skip
+        self.store, self.registry, self.metrics = store, registry, metrics
+        self._engines_up = engines_up
+        self._pins_changed = pins_changed  # re-applies warm pins right after a change
+        self.max_upload_bytes = max_upload_bytes
+
+    # --- register ----------------------------------------------------------------------
+
+    async def register_upload(
+        self, name: str, content_type: str, body: AsyncIterator[bytes], *,
+        version: str | None, actor: str,
+    ) -> AdapterVersion:  # fmt: skip
+        """Stream a multipart upload into a staging directory inside the store, validate,
+        rename into place. Raises `AdapterInvalid`, `PayloadTooLarge`, `InvalidRequest`,
+        `VersionExists`; on any failure nothing is left behind."""
+        check_name(name)
+        target = StagingTarget(functools.partial(self.store.staging_dir, name), version)
+        upload = MultipartUpload(content_type, target.open, max_bytes=self.max_upload_bytes)
+        try:
+            async for chunk in body:
+                await asyncio.to_thread(upload.feed, chunk)
+            await asyncio.to_thread(upload.finish)
+            if target.staging is None or target.version is None:
+                raise InvalidRequest("the upload holds no files")
+            return await asyncio.to_thread(
+                self.store.register_staged, target.staging, name, target.version, actor=actor
+            )
+        finally:
+            upload.close()
+            await asyncio.to_thread(target.stack.close)
+
+    async def register_in_place(self, name: str, version: str, *, actor: str) -> AdapterVersion:
+        """A directory already copied to `<store>/<name>/<version>`: validate it where it is.
+        Raises `NotFound`, `AdapterInvalid` (the directory is left as it is)."""
+        return await asyncio.to_thread(self.store.register_in_place, name, version, actor=actor)
+
+    # --- channel changes ---------------------------------------------------------------
+
+    async def promote(
+        self, name: str, version: str, *, actor: str, force: bool = False,
+        dataset: str | None = None,
+    ) -> ChangeResult:  # fmt: skip
+        """Make `version` stable. Raises `PromotionRefused` (gate, with the numbers) unless
+        `force`, `AdapterInvalid`, `NotFound`, `Conflict` (already stable, or the stable
+        changed meanwhile), and the prewarm's `AdapterLoadFailed`/`Unavailable`."""
+        candidate = await self._valid(name, version)
+        adapter = self.store.adapter(name)
+        old = adapter.channels.stable
+        if old == version:
+            raise Conflict(f"{candidate.engine_name} is already stable")
+        stable = adapter.versions.get(old) if old else None
+        gate = await asyncio.to_thread(evaluate_gate, candidate, stable, dataset)
+        if not gate.passed and not force:
+            raise PromotionRefused(f"promotion of {candidate.engine_name} refused: "
+                                   f"{gate.reason}. force=true overrides (audited)")  # fmt: skip
+        prewarm_ms, warm = await self._prewarm_all(candidate)
+
+        def change(current: Channels) -> Channels:
+            if current.stable != old:
+                raise Conflict(f"{name}: stable changed to {current.stable} meanwhile; retry")
+            previous = old if old is not None else current.previous
+            return _end_canary_of(current.model_copy(update={
+                "stable": version, "previous": None if previous == version else previous,
+            }), version)  # fmt: skip
+
+        forced = force and not gate.passed
+        detail = ("forced past the gate: " if forced else "") + gate.reason
+        channels, switch_ms = await self._switch(name, change, actor, "promote", forced, detail)
+        self.metrics.promotions.labels(name, str(forced).lower()).inc()
+        if stable is not None:  # the rollback target: keep it warm (best effort)
+            await self._prewarm_quietly(stable)
+        return ChangeResult(name, "promote", channels.model_dump(mode="json"), switch_ms,
+                            prewarm_ms, warm, forced=forced, gate=gate, detail=detail)  # fmt: skip
+
+    async def rollback(self, name: str, *, actor: str) -> ChangeResult:
+        """stable ← previous, previous ← None, without any engine load. Raises `Conflict`
+        when there is no previous version, `NotFound` for an unknown adapter."""
+
+        def change(current: Channels) -> Channels:
+            if current.previous is None:
+                raise Conflict(f"{name} has no previous version to roll back to")
+            update = {"stable": current.previous, "previous": None}
+            return _end_canary_of(current.model_copy(update=update), current.previous)
+
+        channels, switch_ms = await self._switch(name, change, actor, "rollback")
+        self.metrics.rollbacks.labels(name).inc()
+        key = f"{name}@{channels.stable}"
+        cold = [e for e in self._engines_up() if not _resident(self.registry.view(e), key)]
+        return ChangeResult(name, "rollback", channels.model_dump(mode="json"), switch_ms,
+                            not_resident=cold)  # fmt: skip
+
+    async def canary(
+        self, name: str, version: str | None, weight: float, *, actor: str
+    ) -> ChangeResult:
+        """Send `weight` of `name`'s requests to `version` (prewarmed first); 0 ends it.
+        Raises `InvalidRequest`, `NotFound`, `AdapterInvalid`, `Conflict` (it is stable)."""
+        if weight == 0:
+            ended, ms = await self._switch(
+                name, lambda c: c.model_copy(update={"canary": None}), actor, "canary",
+                detail="canary ended", audit_versions=_canaries,
+            )  # fmt: skip
+            return ChangeResult(name, "canary", ended.model_dump(mode="json"), ms)
+        if version is None:
+            raise InvalidRequest("a canary weight > 0 needs a version", param="version")
+        candidate = await self._valid(name, version)
+        if self.store.adapter(name).channels.stable == version:
+            raise Conflict(f"{candidate.engine_name} is stable; a canary must be another version")
+        prewarm_ms, warm = await self._prewarm_all(candidate)
+
+        def change(current: Channels) -> Channels:
+            if current.stable == version:
+                raise Conflict(f"{candidate.engine_name} became stable meanwhile")
+            return current.model_copy(update={"canary": Canary(version=version, weight=weight)})
+
+        detail = f"{version} at {weight:.1%}"
+        channels, ms = await self._switch(name, change, actor, "canary", detail=detail,
+                                          audit_versions=_canaries)  # fmt: skip
+        return ChangeResult(name, "canary", channels.model_dump(mode="json"), ms, prewarm_ms,
+                            warm, detail=detail)  # fmt: skip
+
+    async def pin(self, name: str, version: str, *, actor: str, pinned: bool) -> ChangeResult:
+        """Add (`pinned`) or remove an operator pin; a newly pinned version is prewarmed
+        (best effort). A no-op writes nothing. Raises `NotFound`, `AdapterInvalid`."""
+        found = await self._valid(name, version) if pinned else self.store.version(name, version)
+        current = self.store.adapter(name).channels
+        action = "pin" if pinned else "unpin"
+        if (version in current.pinned) == pinned:
+            return ChangeResult(name, action, current.model_dump(mode="json"), 0.0,
+                                detail=f"already {'pinned' if pinned else 'unpinned'}")  # fmt: skip
+
+        def change(c: Channels) -> Channels:
+            pins = {*c.pinned, version} if pinned else set(c.pinned) - {version}
+            return c.model_copy(update={"pinned": tuple(sorted(pins))})
+
+        moved = (None, version) if pinned else (version, None)
+        channels, ms = await self._switch(name, change, actor, action,
+                                          audit_versions=lambda c, n: moved)  # fmt: skip
+        warm = await self._prewarm_quietly(found) if pinned else []
+        return ChangeResult(name, action, channels.model_dump(mode="json"), ms, prewarmed=warm)
+
+    async def prewarm(self, name: str, version: str) -> PrewarmResult:
+        """Load `version` on every engine that is up. Raises `NotFound`, `AdapterInvalid`,
+        `AdapterLoadFailed`, `Unavailable`."""
+        found = await self._valid(name, version)
+        elapsed_ms, engines = await self._prewarm_all(found)
+        return PrewarmResult(name, version, engines, elapsed_ms)
+
+    async def retire(self, name: str, version: str, *, actor: str) -> RetireResult:
+        """Move `version` out of the serving set (kept on disk) and unload it from idle
+        engines. Raises `Conflict` (stable, previous, canary or pinned), `NotFound`."""
+        try:
+            moved = await asyncio.to_thread(self.store.retire, name, version, actor=actor)
+        except OSError as exc:
+            raise StoreError(f"{name}@{version} not retired: {exc}") from None
+        self._pins_changed()
+        key = f"{name}@{version}"
+        busy = [e for e in self._engines_up() if not await self.registry.unload(e, key)]
+        return RetireResult(name, version, moved.name, busy)
+
+    async def audit(self, limit: int | None) -> list[AuditEntry]:
+        return await asyncio.to_thread(self.store.audit, limit)
+
+    # --- listing -----------------------------------------------------------------------
+
+    async def describe(self) -> dict[str, Any]:
+        """Every adapter: versions (validation if known, evals), channels, residency, pins."""
+        views = {engine: self.registry.view(engine) for engine in self.registry.engines}
+        up = set(self._engines_up())
+        listing = await asyncio.to_thread(self._describe_adapters, views, self.registry.pinned())
+        engines = {e: {"up": e in up, "capacity": self.registry.engines[e].capacity,
+                       "slots": [s.__dict__ for s in v]} for e, v in views.items()}  # fmt: skip
+        broken = [b.__dict__ for b in self.store.snapshot.broken]
+        return {"adapters": listing, "engines": engines, "broken": broken}
+
+    def _describe_adapters(
+        self, views: dict[str, list[SlotView]], warm_pins: set[str]
+    ) -> list[dict[str, Any]]:
+        adapters = []
+        for adapter in self.store.snapshot.adapters.values():
+            roles = channel_of(adapter.channels)
+            versions = [{
+                "version": v.version, "created_at": v.manifest.created_at.isoformat(),
+                "created_by": v.manifest.created_by, "channel": roles.get(v.version),
+                "validation": self._validation(v),
+                "resident_on": [e for e, slots in views.items() if _resident(slots, v.engine_name)],
+                "warm_pinned": v.engine_name in warm_pins,
+                "evals": {d: r.model_dump(mode="json", exclude={"dataset"})
+                          for d, r in v.evals().items()},
+            } for v in adapter.versions.values()]  # fmt: skip
+            adapters.append({"name": adapter.name, "versions": versions,
+                             "channels": adapter.channels.model_dump(mode="json")})  # fmt: skip
+        return adapters
+
+    def _validation(self, version: AdapterVersion) -> str:
+        state = self.store.validation_state(version.name, version.version)
+        if state is None:
+            return "unknown"
+        return f"invalid: {state.message}" if isinstance(state, AdapterInvalid) else "valid"
+
+    # --- helpers -----------------------------------------------------------------------
+
+    async def _valid(self, name: str, version: str) -> AdapterVersion:
+        """The version, deep-validated; raises `NotFound`, `AdapterInvalid`."""
+        check_name(name)
+        check_version(version)
+        adapter = self.store.snapshot.adapters.get(name)
+        if adapter is None or version not in adapter.versions:  # copied in since the last poll
+            await asyncio.to_thread(self.store.scan)
+        await asyncio.to_thread(self.store.validate, name, version)
+        return self.store.version(name, version)
+
+    async def _switch(
+        self, name: str, change: Callable[[Channels], Channels], actor: str, action: str,
+        forced: bool = False, detail: str = "", audit_versions: AuditVersions | None = None,
+    ) -> tuple[Channels, float]:  # fmt: skip
+        start = time.perf_counter()
+        try:
+            channels = await asyncio.to_thread(
+                self.store.update_channels, name, change, actor=actor, action=action,
+                forced=forced, detail=detail, audit_versions=audit_versions,
+            )  # fmt: skip
+        except OSError as exc:
+            raise StoreError(f"{name}: channels.json not changed: {exc}") from None
+        self._pins_changed()
+        return channels, round((time.perf_counter() - start) * 1000, 3)
+
+    async def _prewarm_all(self, version: AdapterVersion) -> tuple[float, list[str]]:
+        """Load on every engine that is up; the first failure is raised."""
+        engines = self._engines_up()
+        start = time.perf_counter()
+        results = await asyncio.gather(
+            *(self.registry.prewarm(e, version) for e in engines), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return round((time.perf_counter() - start) * 1000, 3), engines
+
+    async def _prewarm_quietly(self, version: AdapterVersion) -> list[str]:
+        warm = []
+        for engine in self._engines_up():
+            try:
+                await self.registry.prewarm(engine, version)
+                warm.append(engine)
+            except LoragateError as exc:
+                log.warning("prewarm failed", extra={"engine": engine, "error": exc.message,
+                                                      "adapter": version.engine_name})  # fmt: skip
+        return warm
+
+
+def _canaries(current: Channels, new: Channels) -> tuple[str | None, str | None]:
+    return (current.canary.version if current.canary else None,
+            new.canary.version if new.canary else None)  # fmt: skip
+
+
+def _end_canary_of(channels: Channels, version: str | None) -> Channels:
+    """The canary ends when its version becomes stable."""
+    if channels.canary is not None and channels.canary.version == version:
+        return channels.model_copy(update={"canary": None})
+    return channels
+
+
+def _resident(slots: list[SlotView], key: str) -> bool:
+    return any(s.key == key and s.state == "ready" for s in slots)

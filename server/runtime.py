@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.engines import EngineClient, HttpEngineClient
-from server.errors import LoragateError
+from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.limits import Limiter
 from server.metrics import Metrics
 from server.registry import Registry
-from server.releases import pinned_versions
+from server.releases import ReleaseService, active_versions, pinned_versions
 from server.routing import Router
 from server.serving import Gateway
 from server.settings import Settings
@@ -75,6 +75,11 @@ class Runtime:
             hide_foreign=settings.hide_foreign_adapters,
             max_prompt_chars=settings.max_prompt_chars,
         )  # fmt: skip
+        self.releases = ReleaseService(
+            self.store, self.registry, self.metrics, engines_up=lambda: sorted(self.gateway.up),
+            pins_changed=self._apply_pins, max_upload_bytes=settings.max_upload_bytes,
+        )  # fmt: skip
+        self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
 
@@ -86,7 +91,15 @@ class Runtime:
         )  # fmt: skip
 
     async def _check_version(self, version: AdapterVersion) -> None:
-        await asyncio.to_thread(self.store.validate, version.name, version.version)
+        """Before any load: raises `VersionNotReady` (503) while the version's files fail
+        validation, e.g. a directory still being copied into the store."""
+        try:
+            await asyncio.to_thread(self.store.validate, version.name, version.version)
+        except AdapterInvalid as exc:
+            raise VersionNotReady(
+                f"{version.engine_name} is not servable: {exc.message} (still being copied "
+                "into the store, or broken)", retry_after_s=1.0,
+            ) from None  # fmt: skip
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -135,6 +148,7 @@ class Runtime:
 
     async def check_engines(self) -> None:
         """Health of every engine; reconcile residency of those that answer."""
+        self._apply_pins()  # rollback windows expire with time, not only on store changes
         for name, client in self.engines.items():
             healthy = await client.health()
             self.metrics.engine_up.labels(name).set(1 if healthy else 0)

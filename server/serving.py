@@ -180,7 +180,7 @@ class Gateway:
             "ms": round((time.perf_counter() - timing.start) * 1000, 1),
         })  # fmt: skip
         self.metrics.requests.labels(target.adapter_label, version, tenant, str(code)).inc()
-        self.metrics.request_duration_seconds.labels(target.adapter_label).observe(
+        self.metrics.request_duration_seconds.labels(target.adapter_label, version).observe(
             time.perf_counter() - timing.start
         )
         self.metrics.gateway_overhead_seconds.observe(timing.overhead())

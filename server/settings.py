@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 
@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     tenants_file: Path | None = Field(None, description="API keys → tenants (None: open)")
     hide_foreign_adapters: bool = Field(
         True, description="another tenant's adapter is a 404 like an unknown one (else 403)"
+    )
+    # Admin API: bearer token (LORAGATE_ADMIN_TOKEN); without one the admin API answers 403.
+    admin_token: SecretStr | None = None
+    max_upload_bytes: int = Field(
+        512 * 1024 * 1024, gt=0, description="an adapter upload's whole multipart body, bytes"
     )
     log_json: bool = True
 

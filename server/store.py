@@ -3,12 +3,14 @@
 ```
 <root>/<name>/channels.json           release pointers, rewritten atomically under a lock
 <root>/<name>/<version>/              immutable once registered (except evals/ additions)
+<root>/<name>/.retired-<v>-<utc>/     a retired version: kept on disk, invisible to scans
 <root>/audit.jsonl                    append-only log of every change
 ```
 
 Scanning reads manifests only (fast: thousands of versions per second); the deep rules of
 `server.validation` run on demand and are cached by file identity. All methods block on disk
 I/O; async code calls them through `asyncio.to_thread`.
+The values a scan publishes (`Snapshot`, `AdapterVersion`, …) live in `server.snapshot`.
 """
 
 from __future__ import annotations
@@ -20,15 +22,25 @@ import shutil
 import threading
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError as PydanticValidationError
 
-from server.errors import AdapterInvalid, LoragateError, NotFound, StoreError, VersionExists
-from server.fsutil import FileLock, append_line, atomic_write
-from server.manifest import AuditEntry, Channels, EvalReport, Manifest, utcnow
-from server.refs import AdapterRef, check_name, check_version, version_key
+from server.errors import (
+    AdapterInvalid,
+    Conflict,
+    LoragateError,
+    NotFound,
+    StoreError,
+    VersionExists,
+)
+from server.fsutil import FileLock, append_line, atomic_write, tree_fingerprint, visible_dirs
+from server.manifest import AuditEntry, Channels, EvalReport, utcnow
+from server.refs import check_name, check_version, version_key
+from server.snapshot import Adapter as Adapter
+from server.snapshot import AdapterVersion as AdapterVersion
+from server.snapshot import BrokenEntry as BrokenEntry
+from server.snapshot import Snapshot as Snapshot
 from server.validation import (
     CONFIG_FILE,
     EVALS_DIR,
@@ -47,73 +59,9 @@ from server.validation import (
 log = logging.getLogger(__name__)
 
 CHANNELS_FILE = "channels.json"
+# (channels before, after) -> the (from, to) versions an audit entry records.
+AuditVersions = Callable[[Channels, Channels], tuple[str | None, str | None]]
 AUDIT_FILE = "audit.jsonl"
-
-
-@dataclass(frozen=True)
-class AdapterVersion:
-    """One registered version: its directory and parsed manifest."""
-
-    name: str
-    version: str
-    path: Path
-    manifest: Manifest
-
-    @property
-    def ref(self) -> AdapterRef:
-        return AdapterRef(self.name, self.version)
-
-    @property
-    def engine_name(self) -> str:
-        """The LoRA name engines know it by; versions of one adapter coexist."""
-        return f"{self.name}@{self.version}"
-
-    def evals(self) -> dict[str, EvalReport]:
-        """Eval reports by dataset: the packaging-time one, then evals/*.json (newer wins)."""
-        reports: dict[str, EvalReport] = {}
-        if self.manifest.eval is not None:
-            reports[self.manifest.eval.dataset] = self.manifest.eval
-        evals_dir = self.path / EVALS_DIR
-        if evals_dir.is_dir():
-            for path in sorted(evals_dir.glob("*.json")):
-                try:
-                    report = EvalReport.model_validate_json(path.read_bytes())
-                except (OSError, PydanticValidationError) as exc:
-                    log.warning("skipping unreadable eval %s: %s", path, exc)
-                    continue
-                reports[report.dataset] = report
-        return reports
-
-
-@dataclass(frozen=True)
-class Adapter:
-    """An adapter name with its versions (oldest first) and channels."""
-
-    name: str
-    versions: dict[str, AdapterVersion]
-    channels: Channels
-
-    def latest(self) -> AdapterVersion | None:
-        return self.versions[max(self.versions, key=version_key)] if self.versions else None
-
-
-@dataclass(frozen=True)
-class BrokenEntry:
-    """Something under the store root that could not be read; reported, skipped."""
-
-    path: str
-    error: str
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """An immutable view of the store at one scan."""
-
-    adapters: dict[str, Adapter] = field(default_factory=dict)
-    broken: tuple[BrokenEntry, ...] = ()
-
-    def version_count(self) -> int:
-        return sum(len(a.versions) for a in self.adapters.values())
 
 
 class AdapterStore:
@@ -130,9 +78,13 @@ class AdapterStore:
         self.limits = limits or ValidationLimits()
         self.snapshot = Snapshot()
         self._lock = threading.Lock()
+        # Scans read and publish under one lock: a scan that read the disk earlier can never
+        # publish its snapshot after a later one (gateway poll vs. an admin change).
+        self._scan_lock = threading.Lock()
         # (path, size, mtime_ns, inode) -> sha256, so revalidation does not rehash weights.
         self._hashes: dict[tuple[str, int, int, int], str] = {}
-        self._reports: dict[tuple[str, str], tuple[object, ValidationReport]] = {}
+        # (name, version) -> (file fingerprint, outcome): failures are cached too.
+        self._reports: dict[tuple[str, str], tuple[object, ValidationReport | AdapterInvalid]] = {}
 
     # --- reading -------------------------------------------------------------------------
 
@@ -141,20 +93,21 @@ class AdapterStore:
         self.root.mkdir(parents=True, exist_ok=True)
         adapters: dict[str, Adapter] = {}
         broken: list[BrokenEntry] = []
-        for entry in _visible_dirs(self.root):
-            try:
-                adapters[entry.name] = self._scan_adapter(Path(entry.path), broken)
-            except LoragateError as exc:
-                broken.append(BrokenEntry(entry.name, exc.message))
+        with self._scan_lock:
+            for entry in visible_dirs(self.root):
+                try:
+                    adapters[entry.name] = self._scan_adapter(Path(entry.path), broken)
+                except LoragateError as exc:
+                    broken.append(BrokenEntry(entry.name, exc.message))
+            self.snapshot = Snapshot(adapters, tuple(broken))
         for item in broken:
             log.warning("store entry skipped: %s: %s", item.path, item.error)
-        self.snapshot = Snapshot(adapters, tuple(broken))
         return self.snapshot
 
     def _scan_adapter(self, path: Path, broken: list[BrokenEntry]) -> Adapter:
         name = check_name(path.name)
         versions: dict[str, AdapterVersion] = {}
-        for entry in _visible_dirs(path):
+        for entry in visible_dirs(path):
             try:
                 check_version(entry.name)
                 manifest = load_manifest(Path(entry.path) / MANIFEST_FILE)
@@ -182,14 +135,20 @@ class AdapterStore:
 
     def fingerprint(self) -> object:
         """Cheap change detector: mtimes of the root, each adapter dir and its channels file.
-        A new version directory or a replaced channels.json changes its adapter dir's mtime."""
+        A new version directory or a replaced channels.json changes its adapter dir's mtime.
+        A version skipped as broken (e.g. half-copied, manifest.json not there yet) is watched
+        too: files landing inside it change only its own mtime, or its manifest's."""
         marks: list[tuple[str, int]] = [("", self.root.stat().st_mtime_ns)]
-        for entry in _visible_dirs(self.root):
+        for entry in visible_dirs(self.root):
             marks.append((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns))
             with contextlib.suppress(FileNotFoundError):
                 marks.append(
                     (entry.name + "/c", os.stat(Path(entry.path, CHANNELS_FILE)).st_mtime_ns)
                 )
+        for item in self.snapshot.broken:
+            for path in (self.root / item.path, self.root / item.path / MANIFEST_FILE):
+                with contextlib.suppress(OSError):
+                    marks.append((str(path), path.stat().st_mtime_ns))
         return tuple(marks)
 
     def adapter(self, name: str) -> Adapter:
@@ -207,18 +166,31 @@ class AdapterStore:
             raise NotFound(f"version {name}@{version} does not exist", param="model") from None
 
     def validate(self, name: str, version: str) -> ValidationReport:
-        """Deep-validate a registered version (cached while its files are unchanged)."""
+        """Deep-validate a registered version (cached while its files are unchanged).
+
+        Raises `NotFound` for a version not in the snapshot, `AdapterInvalid` for a broken rule.
+        """
         found = self.version(name, version)
-        fingerprint = _fingerprint(found.path)
+        fingerprint = tree_fingerprint(found.path)
         cached = self._reports.get((name, version))
-        if cached is not None and cached[0] == fingerprint:
-            return cached[1]
-        report = validate_version(
-            found.path, root=self.root, base=self.base, limits=self.limits,
-            hasher=self._hash, expect=(name, version),
-        )  # fmt: skip
-        self._reports[(name, version)] = (fingerprint, report)
-        return report
+        if cached is None or cached[0] != fingerprint:
+            try:
+                outcome: ValidationReport | AdapterInvalid = validate_version(
+                    found.path, root=self.root, base=self.base, limits=self.limits,
+                    hasher=self._hash, expect=(name, version),
+                )  # fmt: skip
+            except AdapterInvalid as exc:
+                outcome = exc
+            cached = (fingerprint, outcome)
+            self._reports[(name, version)] = cached
+        if isinstance(cached[1], AdapterInvalid):
+            raise AdapterInvalid(cached[1].file, cached[1].rule, cached[1].detail)
+        return cached[1]
+
+    def validation_state(self, name: str, version: str) -> ValidationReport | AdapterInvalid | None:
+        """The last validation outcome of a version, if it was validated (not re-checked)."""
+        cached = self._reports.get((name, version))
+        return None if cached is None else cached[1]
 
     def _hash(self, path: Path) -> str:
         st = path.stat()
@@ -258,11 +230,29 @@ class AdapterStore:
             (staging / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2) + "\n")
             return self._commit(staging, name, version)
 
-    def register_staged(self, staging: Path, name: str, version: str) -> AdapterVersion:
-        """Validate a complete version directory staged inside the store and move it in."""
-        return self._commit(staging, name, version)
+    def register_staged(
+        self, staging: Path, name: str, version: str, *, actor: str | None = None
+    ) -> AdapterVersion:
+        """Validate a complete version directory staged inside the store and move it in.
+        Raises `AdapterInvalid` (nothing moved) or `VersionExists`."""
+        return self._commit(staging, name, version, actor)
 
-    def _commit(self, staging: Path, name: str, version: str) -> AdapterVersion:
+    def register_in_place(self, name: str, version: str, *, actor: str) -> AdapterVersion:
+        """Validate a version directory copied into the store by hand; nothing moves.
+        Raises `NotFound` if there is no such directory, `AdapterInvalid` for a broken rule."""
+        path = self.root / check_name(name) / check_version(version)
+        if path.is_symlink() or not path.is_dir():
+            raise NotFound(f"no directory {name}/{version} in the store", param="version")
+        validate_version(path, root=self.root, base=self.base, limits=self.limits,
+                         hasher=self._hash, expect=(name, version))  # fmt: skip
+        self._audit(AuditEntry(actor=actor, action="register", adapter=name, to_version=version,
+                               detail="in place"))  # fmt: skip
+        self.scan()
+        return self.version(name, version)
+
+    def _commit(
+        self, staging: Path, name: str, version: str, actor: str | None = None
+    ) -> AdapterVersion:
         validate_version(
             staging, root=self.root, base=self.base, limits=self.limits,
             expect=(name, version),
@@ -275,8 +265,8 @@ class AdapterStore:
         except OSError:
             raise VersionExists(f"{name}@{version} is already registered") from None
         manifest = load_manifest(target / MANIFEST_FILE)
-        self._audit(AuditEntry(actor=manifest.created_by, action="register", adapter=name,
-                               to_version=version))  # fmt: skip
+        self._audit(AuditEntry(actor=actor or manifest.created_by, action="register",
+                               adapter=name, to_version=version))  # fmt: skip
         self.scan()
         return self.version(name, version)
 
@@ -312,17 +302,19 @@ class AdapterStore:
         action: str,
         forced: bool = False,
         detail: str = "",
+        audit_versions: AuditVersions | None = None,
     ) -> Channels:
         """Read-modify-write `channels.json` under the adapter's lock, and audit it.
 
         `change` gets the current channels and returns the new ones (or raises, and nothing
-        is written). The audit entry records stable before and after.
+        is written). The audit entry records stable before and after, or the (from, to)
+        versions `audit_versions(current, new)` names.
         """
         adapter_dir = self.root / check_name(name)
         if not adapter_dir.is_dir():
             raise NotFound(f"adapter {name!r} does not exist", param="name")
         with FileLock(adapter_dir / ".channels.lock"):
-            versions = {e.name for e in _visible_dirs(adapter_dir)}
+            versions = {e.name for e in visible_dirs(adapter_dir)}
             current = self._read_channels(adapter_dir, versions)
             new = change(current)
             missing = new.referenced() - versions
@@ -333,13 +325,41 @@ class AdapterStore:
             atomic_write(
                 adapter_dir / CHANNELS_FILE, (new.model_dump_json(indent=2) + "\n").encode()
             )
+            before, after = (audit_versions or _stables)(current, new)
             self._audit(AuditEntry(
-                actor=actor, action=action, adapter=name, from_version=current.stable,
-                to_version=new.stable, forced=forced, detail=detail,
-                revision=new.revision,
+                actor=actor, action=action, adapter=name, from_version=before, to_version=after,
+                forced=forced, detail=detail, revision=new.revision,
             ))  # fmt: skip
         self.scan()
         return new
+
+    def retire(self, name: str, version: str, *, actor: str) -> Path:
+        """Move a version out of the serving set, kept on disk as `.retired-<v>-<utc time>`.
+
+        Under the adapter's channels lock, so no promotion can point at it meanwhile. Raises
+        `Conflict` if a channel points at it or an operator pinned it, `NotFound` if absent.
+        """
+        check_version(version)
+        moved: list[Path] = []
+
+        def change(current: Channels) -> Channels:
+            if version in current.referenced() or version in current.pinned:
+                role = "pinned" if version in current.pinned else "stable, previous or canary"
+                raise Conflict(f"{name}@{version} is {role}; it cannot be retired")
+            source = self.root / name / version
+            if source.is_symlink() or not source.is_dir():
+                raise NotFound(f"version {name}@{version} does not exist", param="version")
+            target = source.with_name(f".retired-{version}-{utcnow():%Y%m%dT%H%M%S%fZ}")
+            os.rename(source, target)
+            moved.append(target)
+            if current.canary is not None and current.canary.version == version:
+                return current.model_copy(update={"canary": None})  # a weight-0 leftover
+            return current
+
+        self.update_channels(name, change, actor=actor, action="retire",
+                             detail=f"retired {version}",
+                             audit_versions=lambda c, n: (version, None))  # fmt: skip
+        return moved[0]
 
     def add_eval(self, name: str, version: str, report: EvalReport, *, actor: str) -> Path:
         """Write `evals/<dataset>.json` beside a version (the one change a version allows)."""
@@ -374,21 +394,5 @@ class AdapterStore:
         return [AuditEntry.model_validate_json(line) for line in lines if line.strip()]
 
 
-def _visible_dirs(path: Path) -> list[os.DirEntry[str]]:
-    """Subdirectories, skipping dot-entries (staging dirs, locks) and symlinks."""
-    with os.scandir(path) as it:
-        return sorted(
-            (e for e in it if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)),
-            key=lambda e: e.name,
-        )
-
-
-def _fingerprint(path: Path) -> object:
-    """Identity of every file under a version directory: changes when any file changes."""
-    return tuple(
-        sorted(
-            (str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
-            for p in path.rglob("*")
-            for st in (p.lstat(),)
-        )
-    )
+def _stables(current: Channels, new: Channels) -> tuple[str | None, str | None]:
+    return current.stable, new.stable

@@ -23,5 +23,3 @@ def tiny_settings(store: Path, engine_urls: list[str], tmp: Path, **overrides: A
         **overrides,
     }  # fmt: skip
     return Settings(**data)
-
-

@@ -93,3 +93,32 @@ def gateway(
     yield start
     for gw in started:
         gw.__exit__(None, None, None)
+
+
+ADMIN_TOKEN = "admin-token-for-integration-tests"
+
+
+@pytest.fixture
+def admin_gateway(
+    tiny_store: AdapterStore, tmp_path: Path, sim_server: Callable[..., SimEngineServer]
+) -> Iterator[Callable[..., tuple[GatewayServer, list[SimEngineServer]]]]:
+    """Factory: n simulated engines with `slots` adapter slots each + a gateway with the admin
+    API on (ADMIN_TOKEN) and a one-hour rollback window, over `tiny_store`."""
+    started: list[GatewayServer] = []
+
+    def start(
+        engines: int = 1, slots: int = 4, settings: dict[str, Any] | None = None, **sim: Any
+    ) -> tuple[GatewayServer, list[SimEngineServer]]:
+        sims = [sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots,
+                              **sim}) for _ in range(engines)]  # fmt: skip
+        cfg = tiny_settings(tiny_store.root, [s.url for s in sims], tmp_path, **{
+            "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
+            "admin_token": ADMIN_TOKEN, "rollback_window_s": 3600, **(settings or {}),
+        })  # fmt: skip
+        gw = GatewayServer(cfg).__enter__()
+        started.append(gw)
+        return gw, sims
+
+    yield start
+    for gw in started:
+        gw.__exit__(None, None, None)

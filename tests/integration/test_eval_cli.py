@@ -31,7 +31,9 @@ def test_eval_records_a_report_with_a_baseline(
     ])  # fmt: skip
 
     assert result.exit_code == 0, result.output
-    written = json.loads((tiny_store.root / "alpha" / "v1" / "evals" / "sentiment-heldout.json").read_text())
+    written = json.loads(
+        (tiny_store.root / "alpha" / "v1" / "evals" / "sentiment-heldout.json").read_text()
+    )
     assert written["metric"] == "exact_match" and written["n"] == 6
     assert written["model"] == "alpha@v1" and written["baseline_score"] is not None
     # The simulated engine answers "[alpha@v1] …": never a label, so all schema errors.

@@ -27,9 +27,10 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySe
     store.update_channels("alpha", lambda c: Channels(stable="v1"), actor="t", action="promote")
     config = SimConfig(model="tiny-base", max_loras=2, max_cpu_loras=2, load_ms=1, ttft_ms=0,
                        token_ms=0, max_model_len=4096)  # fmt: skip
-    with SimEngineServer(config) as sim, GatewayServer(
-        tiny_settings(store.root, [sim.url], tmp, rollback_window_s=0)
-    ) as gw:
+    with (
+        SimEngineServer(config) as sim,
+        GatewayServer(tiny_settings(store.root, [sim.url], tmp, rollback_window_s=0)) as gw,
+    ):
         yield gw
 
 
@@ -59,5 +60,3 @@ def test_schema_documents_openai_errors(fuzz_gateway: GatewayServer) -> None:
     responses = spec["paths"]["/v1/completions"]["post"]["responses"]
     assert {"200", "400", "401", "404", "413", "429", "503", "504"} <= set(responses)
     assert "text/event-stream" in responses["200"]["content"]
-
-

@@ -41,7 +41,9 @@ def secured(gateway: Start, tmp_path: Path) -> Callable[..., GatewayServer]:
     return start
 
 
-def call(gw: GatewayServer, tenant: str | None, body: dict[str, Any], **headers: str) -> httpx.Response:
+def call(
+    gw: GatewayServer, tenant: str | None, body: dict[str, Any], **headers: str
+) -> httpx.Response:
     if tenant is not None:
         headers["Authorization"] = f"Bearer {KEYS[tenant]}"
     return httpx.post(f"{gw.url}/v1/completions", json={"prompt": "hi", "max_tokens": 2, **body},
@@ -55,7 +57,11 @@ def test_keys_are_required_and_checked(secured: Callable[..., GatewayServer]) ->
                      headers={"Authorization": "Bearer sk-nope"})  # fmt: skip
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
     oa = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEYS["retail"], max_retries=0)
-    assert oa.completions.create(model="alpha", prompt="x", max_tokens=2).choices[0].text.startswith("[alpha@v2]")
+    assert (
+        oa.completions.create(model="alpha", prompt="x", max_tokens=2)
+        .choices[0]
+        .text.startswith("[alpha@v2]")
+    )
 
 
 def test_each_tenant_sees_only_its_own_adapters(secured: Callable[..., GatewayServer]) -> None:
@@ -67,12 +73,16 @@ def test_each_tenant_sees_only_its_own_adapters(secured: Callable[..., GatewaySe
     assert models.json()["data"][1]["tasks"] == ["sentiment"]
 
 
-def test_foreign_adapter_is_the_same_404_as_an_unknown_one(secured: Callable[..., GatewayServer]) -> None:
+def test_foreign_adapter_is_the_same_404_as_an_unknown_one(
+    secured: Callable[..., GatewayServer],
+) -> None:
     gw = secured()
     foreign = call(gw, "retail", {"model": "gamma"})
     unknown = call(gw, "retail", {"model": "delta"})
     assert foreign.status_code == unknown.status_code == 404
-    assert foreign.json()["error"]["message"].replace("gamma", "X") == unknown.json()["error"]["message"].replace("delta", "X")
+    assert foreign.json()["error"]["message"].replace("gamma", "X") == unknown.json()["error"][
+        "message"
+    ].replace("delta", "X")
     assert call(gw, "bank", {"model": "tiny-base"}).status_code == 404  # bank may not call the base
 
 
@@ -134,7 +144,9 @@ def test_hostile_host_headers_do_not_change_auth(secured: Callable[..., GatewayS
         assert response.status_code == 401, headers
 
 
-def test_tenants_file_is_reloaded_on_change(secured: Callable[..., GatewayServer], tmp_path: Path) -> None:
+def test_tenants_file_is_reloaded_on_change(
+    secured: Callable[..., GatewayServer], tmp_path: Path
+) -> None:
     gw = secured()
     assert call(gw, "bank", {"model": "gamma"}).status_code == 200
     path = tmp_path / "tenants.yaml"
@@ -152,10 +164,20 @@ def test_logs_carry_request_ids_but_no_keys_or_prompts(
 ) -> None:
     gw = secured()
     caplog.set_level(logging.DEBUG)
-    call(gw, "retail", {"model": "alpha", "prompt": "my secret prompt text"}, **{"X-Request-Id": "req-42"})
+    call(
+        gw,
+        "retail",
+        {"model": "alpha", "prompt": "my secret prompt text"},
+        **{"X-Request-Id": "req-42"},
+    )
     call(gw, "retail", {"model": "beta"})
     text = "\n".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
     assert KEYS["retail"] not in text and "my secret prompt text" not in text
     served = [r.__dict__ for r in caplog.records if r.getMessage() == "request"]
-    assert {"request_id": "req-42", "tenant": "retail", "adapter": "alpha", "status": 200}.items() <= served[0].items()
+    assert {
+        "request_id": "req-42",
+        "tenant": "retail",
+        "adapter": "alpha",
+        "status": 200,
+    }.items() <= served[0].items()
     assert served[1]["adapter"] == "beta" and len(served[1]["request_id"]) == 32  # generated

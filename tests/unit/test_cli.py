@@ -17,7 +17,9 @@ DEMO = load_base(None, "demo-base")
 def test_package_validate_list(tmp_path: Path) -> None:
     peft = make_peft_dir(tmp_path / "peft", spec=DEMO, r=8)
     report = tmp_path / "eval.json"
-    report.write_text(json.dumps({"dataset": "heldout", "metric": "exact_match", "score": 0.8, "n": 50}))
+    report.write_text(
+        json.dumps({"dataset": "heldout", "metric": "exact_match", "score": 0.8, "n": 50})
+    )
     store = tmp_path / "store"
 
     result = runner.invoke(app, [

@@ -185,7 +185,9 @@ async def test_thrash_counts_reloads_within_the_window(versions: dict[str, Adapt
     assert sample(metrics, "loragate_adapter_evictions_total", engine="e0", adapter="b") == 2
 
 
-async def test_cancelled_waiter_does_not_leak_in_flight(versions: dict[str, AdapterVersion]) -> None:
+async def test_cancelled_waiter_does_not_leak_in_flight(
+    versions: dict[str, AdapterVersion],
+) -> None:
     engine = FakeEngine(load_s=0.1)
     registry, _ = make(engine)
     waiter = asyncio.create_task(registry.acquire("e0", versions["a@v1"]))

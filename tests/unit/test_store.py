@@ -215,3 +215,58 @@ def test_concurrent_threads_never_lose_an_update(tmp_path_factory: pytest.TempPa
         t.join()
     _assert_no_lost_update(store, sum(rounds))
     json.loads((store.root / "s" / "channels.json").read_text())
+
+
+def _copy_version_by_hand(
+    store: AdapterStore, tmp_path: Path, name: str, version: str, files: tuple[str, ...]
+) -> tuple[Path, Path]:
+    """Package `name@version` in a scratch store, copy only `files` of it under `store`.
+    Returns (source dir, target dir)."""
+    scratch = AdapterStore(tmp_path / "scratch", TINY_SPEC, ValidationLimits(max_lora_rank=8))
+    source = add_version(scratch, tmp_path, name, version, seed=5).path
+    target = store.root / name / version
+    target.mkdir(parents=True)
+    for rel in files:
+        (target / rel).write_bytes((source / rel).read_bytes())
+    return source, target
+
+
+def test_a_half_copied_version_is_watched_until_complete(
+    store: AdapterStore, tmp_path: Path
+) -> None:
+    add_version(store, tmp_path, "s", "v1")
+    source, target = _copy_version_by_hand(store, tmp_path, "s", "v2", ("adapter_config.json",))
+    (target / "adapter_model.safetensors").write_bytes(b"\0" * 10)  # still copying
+    assert "s/v2" in [b.path for b in store.scan().broken]  # no manifest.json yet
+    mark = store.fingerprint()
+
+    (target / "manifest.json").write_bytes((source / "manifest.json").read_bytes())
+
+    assert store.fingerprint() != mark  # a file landing inside the version is noticed
+    assert "v2" in store.scan().adapters["s"].versions
+    with pytest.raises(AdapterInvalid, match=r"adapter_model.safetensors: \[checksum\]"):
+        store.validate("s", "v2")
+    state = store.validation_state("s", "v2")
+    assert isinstance(state, AdapterInvalid) and state.rule == "checksum"
+
+    (target / "adapter_model.safetensors").write_bytes(
+        (source / "adapter_model.safetensors").read_bytes()
+    )
+    assert store.validate("s", "v2").rank == 4  # the cache follows the files
+
+
+def test_register_in_place_validates_where_it_is(store: AdapterStore, tmp_path: Path) -> None:
+    files = ("adapter_config.json", "adapter_model.safetensors", "manifest.json")
+    _, target = _copy_version_by_hand(store, tmp_path, "s", "v1", files)
+    (target / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    with pytest.raises(AdapterInvalid, match=r"adapter_config.json: \[checksum\]"):
+        store.register_in_place("s", "v1", actor="admin:x")
+    assert target.is_dir() and store.audit() == []  # refused: left as it is, not audited
+
+    _, fixed = _copy_version_by_hand(store, tmp_path / "again", "s", "v2", files)
+    found = store.register_in_place("s", "v2", actor="admin:x")
+    assert found.path == fixed
+    assert [(e.actor, e.action, e.to_version) for e in store.audit()] == [
+        ("admin:x", "register", "v2")]  # fmt: skip
+    with pytest.raises(NotFound):
+        store.register_in_place("s", "v9", actor="admin:x")

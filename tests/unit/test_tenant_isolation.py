@@ -43,11 +43,17 @@ pieces = st.sampled_from([
     "a-sentiment@v1", "sentiment@v2", "secret@v1", "../b-secret", "a-qa/../b-secret",
     "b-secret%40v1", "b-secret\x00", "\uff42-secret", "*", "@", "@v1",
 ])  # fmt: skip
-models = st.one_of(st.none(), pieces, st.builds(lambda a, b: a + b, pieces, pieces), st.text(max_size=20))
-tasks = st.one_of(st.none(), st.sampled_from([*TENANT_B_TASKS, "sentiment", "qa", "", "x"]), st.text(max_size=10))
+models = st.one_of(
+    st.none(), pieces, st.builds(lambda a, b: a + b, pieces, pieces), st.text(max_size=20)
+)
+tasks = st.one_of(
+    st.none(), st.sampled_from([*TENANT_B_TASKS, "sentiment", "qa", "", "x"]), st.text(max_size=10)
+)
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(model=models, task=tasks, user=st.one_of(st.none(), st.text(max_size=8)))
 def test_no_path_to_a_foreign_adapter(router: Router, model: str | None, task: str | None,
                                       user: str | None) -> None:  # fmt: skip
@@ -90,5 +96,7 @@ def test_without_hiding_a_known_foreign_adapter_is_403(router: Router) -> None:
         ("", None, "a-sentiment@v2"),
     ],
 )  # fmt: skip
-def test_resolution_order(router: Router, model: str | None, task: str | None, expected: str) -> None:
+def test_resolution_order(
+    router: Router, model: str | None, task: str | None, expected: str
+) -> None:
     assert router.resolve_for(TENANT_A, model, task).engine_model == expected

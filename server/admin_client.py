@@ -1,0 +1,164 @@
+"""A synchronous client for the admin API, and the tables the `loragate adapters` CLI shows.
+
+Nothing here prints; `server/cli.py` does. Errors are the client's own: `Refused` (the
+gateway answered with an error: its message is shown, exit 1) and `Unreachable` (no answer:
+exit 2).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.table import Table
+
+
+class AdminClientError(Exception):
+    """Base of the admin client's errors."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Refused(AdminClientError):
+    """Raised when the gateway answered the request with an error status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(AdminClientError):
+    """Raised when the gateway could not be reached or did not answer in time."""
+
+
+class AdminClient:
+    """`/admin/*` of one gateway, authenticated with the admin token (if any)."""
+
+    def __init__(
+        self, url: str, token: str | None, *, timeout_s: float = 120.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:  # fmt: skip
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.url = url.rstrip("/")
+        self._http = httpx.Client(base_url=self.url + "/admin", headers=headers,
+                                  timeout=timeout_s, transport=transport)  # fmt: skip
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer; raises `Refused` or `Unreachable`."""
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise Unreachable(f"cannot reach {self.url}: {exc}") from None
+        if response.is_error:
+            try:
+                message = str(response.json()["error"]["message"])
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:500] or response.reason_phrase
+            raise Refused(response.status_code, message)
+        return response.json()
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("GET", "/adapters")
+        return result
+
+    def register(self, directory: Path, name: str, version: str) -> dict[str, Any]:
+        """Upload the regular files at the top of `directory` (a packaged version: manifest,
+        config, weights); the gateway validates them. Subdirectories (evals/) are not sent."""
+        with contextlib.ExitStack() as stack:
+            files = [
+                ("file", (p.name, stack.enter_context(p.open("rb"))))
+                for p in sorted(directory.iterdir()) if p.is_file() and not p.is_symlink()
+            ]  # fmt: skip
+            result: dict[str, Any] = self._call(
+                "POST", f"/adapters/{name}/versions", data={"version": version}, files=files
+            )
+        return result
+
+    def promote(
+        self, name: str, version: str, *, force: bool = False, dataset: str | None = None
+    ) -> dict[str, Any]:
+        body = {"version": version, "force": force, "dataset": dataset}
+        result: dict[str, Any] = self._call("POST", f"/adapters/{name}/promote", json=body)
+        return result
+
+    def rollback(self, name: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("POST", f"/adapters/{name}/rollback")
+        return result
+
+    def canary(self, name: str, version: str, weight: float) -> dict[str, Any]:
+        body = {"version": version, "weight": weight}
+        result: dict[str, Any] = self._call("POST", f"/adapters/{name}/canary", json=body)
+        return result
+
+    def version_action(self, name: str, version: str, action: str) -> dict[str, Any]:
+        """`pin`, `unpin` or `prewarm`."""
+        result: dict[str, Any] = self._call("POST", f"/adapters/{name}/versions/{version}/{action}")
+        return result
+
+    def retire(self, name: str, version: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._call("DELETE", f"/adapters/{name}/versions/{version}")
+        return result
+
+    def audit(self, limit: int) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self._call("GET", "/audit", params={"limit": limit})[
+            "entries"
+        ]
+        return result
+
+
+# --- what the CLI shows ----------------------------------------------------------------
+
+
+def status_table(listing: dict[str, Any]) -> Table:
+    """One row per version: channel, validation, evals, residency, warm pin."""
+    table = Table("adapter", "version", "channel", "validation", "evals", "resident on", "pin")
+    for adapter in listing["adapters"]:
+        canary = adapter["channels"].get("canary") or {}
+        for v in adapter["versions"]:
+            channel = v["channel"] or ""
+            if channel == "canary":
+                channel = f"canary {canary.get('weight', 0):.0%}"
+            evals = ", ".join(f"{d}: {e['metric']}={e['score']:.3f}" for d, e in v["evals"].items())
+            pin = "operator" if v["version"] in adapter["channels"]["pinned"] else ""
+            pin = pin or ("warm" if v["warm_pinned"] else "")
+            table.add_row(adapter["name"], v["version"], channel, v["validation"], evals or "-",
+                          " ".join(v["resident_on"]) or "-", pin or "-")  # fmt: skip
+    return table
+
+
+def audit_table(entries: list[dict[str, Any]]) -> Table:
+    table = Table("at (UTC)", "actor", "action", "adapter", "from → to", "forced", "detail")
+    for e in entries:
+        moved = f"{e.get('from_version') or '-'} → {e.get('to_version') or '-'}"
+        table.add_row(e["at"][:19].replace("T", " "), e["actor"], e["action"],
+                      e.get("adapter") or "-", moved, "yes" if e.get("forced") else "",
+                      e.get("detail") or "")  # fmt: skip
+    return table
+
+
+def change_summary(result: dict[str, Any]) -> str:
+    """One line for a channel change: the pointers now, the switch and prewarm times."""
+    ch = result["channels"]
+    canary = ch.get("canary")
+    parts = [f"{result['adapter']}: stable {ch['stable'] or '-'}, previous {ch['previous'] or '-'}",
+             f"canary {canary['version']} {canary['weight']:.0%}" if canary else "no canary",
+             f"switch {result['switch_ms']:.1f} ms"]  # fmt: skip
+    if result.get("prewarmed"):
+        parts.append(f"prewarmed on {', '.join(result['prewarmed'])} "
+                     f"({result.get('prewarm_ms', 0):.0f} ms)")  # fmt: skip
+    if result.get("not_resident"):
+        parts.append(f"not resident on {', '.join(result['not_resident'])} (loads on first use)")
+    return "; ".join(parts)

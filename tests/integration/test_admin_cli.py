@@ -1,0 +1,64 @@
+"""`loragate adapters …` release commands against a live gateway (typer's CliRunner)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from typer.testing import CliRunner, Result
+
+from loadtest.simengine import SimEngineServer
+from server.cli import app
+from server.store import AdapterStore
+from server.validation import ValidationLimits
+from tests.factory import TINY_SPEC, add_version
+from tests.integration.conftest import ADMIN_TOKEN
+from tests.servers import GatewayServer
+
+Start = Callable[..., tuple[GatewayServer, list[SimEngineServer]]]
+runner = CliRunner()
+
+
+def cli(gw: GatewayServer, *args: str, token: str | None = ADMIN_TOKEN) -> Result:
+    env = {"LORAGATE_ADMIN_TOKEN": token, "LORAGATE_URL": gw.url, "COLUMNS": "200"}
+    return runner.invoke(app, ["adapters", *args], env=env)
+
+
+def test_release_commands_drive_the_admin_api(admin_gateway: Start, tmp_path: Path) -> None:
+    gw, _ = admin_gateway()
+    scratch = AdapterStore(tmp_path / "scratch", TINY_SPEC, ValidationLimits(max_lora_rank=8))
+    packaged = add_version(scratch, tmp_path, "alpha", "v3", seed=3).path
+
+    steps: list[tuple[tuple[str, ...], int, str]] = [
+        (("status",), 0, "alpha"),
+        (("register", str(packaged), "--name", "alpha", "--version", "v3"), 0,
+         "registered alpha@v3"),
+        (("promote", "alpha", "v3"), 1, "refused (409)"),  # no eval: the gate says no
+        (("promote", "alpha", "v3", "--force"), 0, "forced past the eval gate"),
+        (("rollback", "alpha"), 0, "alpha: stable v2, previous -"),
+        (("canary", "alpha", "v3", "0.2"), 0, "canary v3 20%"),
+        (("canary", "alpha", "v3", "0"), 0, "no canary"),
+        (("pin", "alpha", "v3"), 0, "alpha: stable v2"),
+        (("retire", "alpha", "v3"), 1, "is pinned"),
+        (("unpin", "alpha", "v3"), 0, "alpha: stable v2"),
+        (("retire", "alpha", "v3"), 0, "retired alpha@v3 → .retired-v3-"),
+        (("audit", "--limit", "3"), 0, "retire"),
+    ]  # fmt: skip
+    for args, code, fragment in steps:
+        result = cli(gw, *args)
+        assert result.exit_code == code, (args, result.output)
+        assert fragment in result.output, (args, result.output)
+
+    status = cli(gw, "status")
+    assert "engine-0: up" in status.output and "v3" not in status.output
+
+
+def test_refusals_and_connection_errors_have_their_exit_codes(admin_gateway: Start) -> None:
+    gw, _ = admin_gateway()
+    no_token = cli(gw, "status", token=None)
+    assert no_token.exit_code == 1 and "missing admin token" in no_token.output
+    wrong = cli(gw, "rollback", "alpha", token="not-the-token")
+    assert wrong.exit_code == 1 and "invalid admin token" in wrong.output
+    down = runner.invoke(app, ["adapters", "status", "--url", "http://127.0.0.1:9"],
+                         env={"LORAGATE_ADMIN_TOKEN": ADMIN_TOKEN})  # fmt: skip
+    assert down.exit_code == 2 and "unreachable" in down.output
