@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: dev engine serve test test-all e2e check lint bench clean
+.PHONY: dev engine prometheus serve test test-slow test-all check lint bench clean
 
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,9 +29,16 @@ serve: engine
 test: dev
 	$(PY) -m pytest
 
-# Everything CI runs: the default run, then the slow and end-to-end suites (real vLLM).
-test-all: test engine
+# Debian's prometheus (server + promtool) for the observability suite.
+prometheus:
+	bash scripts/install_prometheus.sh
+
+# The slow and end-to-end suites: real Prometheus, real vLLM engine with the demo model.
+test-slow: engine prometheus
 	$(PY) -m pytest -m 'slow or e2e'
+
+# Everything CI runs.
+test-all: test lint test-slow
 
 lint: dev
 	$(VENV)/bin/ruff check .
