@@ -76,16 +76,19 @@ def tiny_store(tmp_path: Path) -> AdapterStore:
 def gateway(
     tiny_store: AdapterStore, tmp_path: Path, sim_server: Callable[..., SimEngineServer]
 ) -> Iterator[Callable[..., tuple[GatewayServer, list[SimEngineServer]]]]:
-    """Factory: n simulated engines (SimConfig overrides) + a gateway in front of them."""
+    """Factory: n simulated engines with `slots` adapter slots each (SimConfig overrides in
+    `sim`) + a gateway in front of them over `tiny_store`."""
     started: list[GatewayServer] = []
 
     def start(
-        engines: int = 1, settings: dict[str, Any] | None = None, **sim: Any
+        engines: int = 1, settings: dict[str, Any] | None = None, slots: int = 2, **sim: Any
     ) -> tuple[GatewayServer, list[SimEngineServer]]:
-        sims = [sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": 2, **sim})
-                for _ in range(engines)]  # fmt: skip
-        cfg = tiny_settings(tiny_store.root, [s.url for s in sims], tmp_path,
-                            **{"rollback_window_s": 0, **(settings or {})})  # fmt: skip
+        sims = [sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots,
+                              **sim}) for _ in range(engines)]  # fmt: skip
+        cfg = tiny_settings(tiny_store.root, [], tmp_path, **{
+            "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
+            "rollback_window_s": 0, **(settings or {}),
+        })  # fmt: skip
         gw = GatewayServer(cfg).__enter__()
         started.append(gw)
         return gw, sims
@@ -100,25 +103,14 @@ ADMIN_TOKEN = "admin-token-for-integration-tests"
 
 @pytest.fixture
 def admin_gateway(
-    tiny_store: AdapterStore, tmp_path: Path, sim_server: Callable[..., SimEngineServer]
-) -> Iterator[Callable[..., tuple[GatewayServer, list[SimEngineServer]]]]:
-    """Factory: n simulated engines with `slots` adapter slots each + a gateway with the admin
-    API on (ADMIN_TOKEN) and a one-hour rollback window, over `tiny_store`."""
-    started: list[GatewayServer] = []
+    gateway: Callable[..., tuple[GatewayServer, list[SimEngineServer]]],
+) -> Callable[..., tuple[GatewayServer, list[SimEngineServer]]]:
+    """`gateway` with the admin API on (ADMIN_TOKEN), 4 slots and a one-hour rollback window."""
 
     def start(
         engines: int = 1, slots: int = 4, settings: dict[str, Any] | None = None, **sim: Any
     ) -> tuple[GatewayServer, list[SimEngineServer]]:
-        sims = [sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots,
-                              **sim}) for _ in range(engines)]  # fmt: skip
-        cfg = tiny_settings(tiny_store.root, [s.url for s in sims], tmp_path, **{
-            "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
-            "admin_token": ADMIN_TOKEN, "rollback_window_s": 3600, **(settings or {}),
-        })  # fmt: skip
-        gw = GatewayServer(cfg).__enter__()
-        started.append(gw)
-        return gw, sims
+        admin = {"admin_token": ADMIN_TOKEN, "rollback_window_s": 3600, **(settings or {})}
+        return gateway(engines, admin, slots, **sim)
 
-    yield start
-    for gw in started:
-        gw.__exit__(None, None, None)
+    return start
