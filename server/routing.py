@@ -60,8 +60,10 @@ class Router:
         requested, name = self._requested(tenant, model, task)
         if name == self.base_model:
             if not tenant.allow_base:
-                raise not_found(requested) if hide_foreign else Forbidden(
-                    f"tenant {tenant.name!r} may not call the base model", param="model")
+                if hide_foreign:
+                    raise not_found(requested)
+                message = f"tenant {tenant.name!r} may not call the base model"
+                raise Forbidden(message, param="model")
             return self.resolve(name, user)
         try:
             ref = AdapterRef.parse(name)
@@ -74,9 +76,7 @@ class Router:
             raise Forbidden(f"tenant {tenant.name!r} may not use {ref.name!r}", param="model")
         return self._resolve_ref(requested, ref, user)
 
-    def _requested(
-        self, tenant: Tenant, model: str | None, task: str | None
-    ) -> tuple[str, str]:
+    def _requested(self, tenant: Tenant, model: str | None, task: str | None) -> tuple[str, str]:
         """(what the client asked for, the model string after task aliases)."""
         if model is not None and model.strip() not in AUTO_MODELS:
             alias, sep, version = model.partition("@")
