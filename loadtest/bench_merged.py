@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import socket
 import statistics
@@ -63,13 +64,15 @@ def tree_pss_bytes(pid: int) -> int:
 
 
 @contextmanager
-def engines(models: list[Path], *, lora: bool, log_dir: Path) -> Iterator[list[tuple[str, int]]]:
-    """Start one engine per model dir (cores bound round-robin); yield (url, pid) when ready."""
+def engines(
+    models: list[Path], *, lora: bool, log_dir: Path, binds: list[str]
+) -> Iterator[list[tuple[str, int]]]:
+    """Start one engine per model dir (OpenMP bound to `binds[i]`); yield (url, pid) when ready."""
     procs = []
     try:
         for i, model in enumerate(models):
             cfg = ManagedEngine(model=str(model), port=free_port(), max_loras=3,
-                                omp_threads_bind=str(i % 2))  # fmt: skip
+                                omp_threads_bind=binds[i])  # fmt: skip
             command = engine_command(cfg, 3, model, "demo-base")
             if not lora:
                 command.remove("--enable-lora")
@@ -155,6 +158,8 @@ def main() -> None:
     parser.add_argument("--version", default="v2")
     parser.add_argument("--requests-per-task", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=24)
+    parser.add_argument("--lora-bind", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the "
+                        "LoRA engine, e.g. 0-1 for two OpenMP threads")  # fmt: skip
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/loragate/bench")
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/merged_vs_lora.json"))
     args = parser.parse_args()
@@ -170,7 +175,10 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
 
-    with engines([base], lora=True, log_dir=args.work) as [(url, pid)]:
+    # One OpenMP core per engine (vLLM's CPU recommendation: leave cores to its API server and
+    # engine-core processes); the merged engines round-robin over the machine's cores.
+    cores = list(range(os.cpu_count() or 1))
+    with engines([base], lora=True, log_dir=args.work, binds=[args.lora_bind]) as [(url, pid)]:
         for t in TASKS:
             body = {"lora_name": versions[t].engine_name, "lora_path": str(versions[t].path)}
             httpx.post(f"{url}/v1/load_lora_adapter", json=body, timeout=120).raise_for_status()
@@ -181,12 +189,14 @@ def main() -> None:
         results["one_base_three_loras"] = summary(lat, [tree_pss_bytes(pid)], wall)
 
     merged = [merge(base, versions[t].path, args.work / f"merged-{t}") for t in TASKS]
-    with engines(merged, lora=False, log_dir=args.work) as started:
+    binds = [str(cores[i % len(cores)]) for i in range(len(merged))]
+    with engines(merged, lora=False, log_dir=args.work, binds=binds) as started:
         start = time.perf_counter()
         lat = asyncio.run(mix({t: (started[i][0], "demo-base") for i, t in enumerate(TASKS)},
                               prompts, args.max_tokens))  # fmt: skip
         results["three_merged_models"] = summary(
-            lat, [tree_pss_bytes(pid) for _, pid in started], time.perf_counter() - start)
+            lat, [tree_pss_bytes(pid) for _, pid in started], time.perf_counter() - start
+        )
     results["config"] = {k: str(v) for k, v in vars(args).items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
