@@ -83,6 +83,9 @@ class AdapterStore:
         self._scan_lock = threading.Lock()
         # (path, size, mtime_ns, inode) -> sha256, so revalidation does not rehash weights.
         self._hashes: dict[tuple[str, int, int, int], str] = {}
+        # manifest.json identity (path, size, mtime, inode) -> its version, for rescans.
+        self._versions: dict[tuple[str, int, int, int], AdapterVersion] = {}
+        self._seen_versions: dict[tuple[str, int, int, int], AdapterVersion] = {}
         # (name, version) -> (file fingerprint, outcome): failures are cached too.
         self._reports: dict[tuple[str, str], tuple[object, ValidationReport | AdapterInvalid]] = {}
 
@@ -94,29 +97,46 @@ class AdapterStore:
         adapters: dict[str, Adapter] = {}
         broken: list[BrokenEntry] = []
         with self._scan_lock:
+            self._seen_versions = {}
             for entry in visible_dirs(self.root):
                 try:
                     adapters[entry.name] = self._scan_adapter(Path(entry.path), broken)
                 except LoragateError as exc:
                     broken.append(BrokenEntry(entry.name, exc.message))
             self.snapshot = Snapshot(adapters, tuple(broken))
+            self._versions = self._seen_versions  # forget versions that are gone
         for item in broken:
             log.warning("store entry skipped: %s: %s", item.path, item.error)
         return self.snapshot
+
+    def _version(self, name: str, entry: os.DirEntry[str]) -> AdapterVersion:
+        """The version in `entry`, reused while its manifest.json is unchanged (versions are
+        immutable: a rescan after a change elsewhere costs one stat per version).
+        Raises `AdapterInvalid` (and `InvalidName` for a bad version spelling)."""
+        check_version(entry.name)
+        path = os.path.join(entry.path, MANIFEST_FILE)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise AdapterInvalid(MANIFEST_FILE, "layout", "required file is missing") from None
+        key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
+        version = self._versions.get(key)
+        if version is None:
+            manifest = load_manifest(Path(path))
+            if (manifest.name, manifest.version) != (name, entry.name):
+                raise AdapterInvalid(MANIFEST_FILE, "manifest-identity", "name/version differ")
+            version = AdapterVersion(name, entry.name, Path(entry.path), manifest)
+        self._seen_versions[key] = version
+        return version
 
     def _scan_adapter(self, path: Path, broken: list[BrokenEntry]) -> Adapter:
         name = check_name(path.name)
         versions: dict[str, AdapterVersion] = {}
         for entry in visible_dirs(path):
             try:
-                check_version(entry.name)
-                manifest = load_manifest(Path(entry.path) / MANIFEST_FILE)
-                if (manifest.name, manifest.version) != (name, entry.name):
-                    raise AdapterInvalid(MANIFEST_FILE, "manifest-identity", "name/version differ")
+                versions[entry.name] = self._version(name, entry)
             except LoragateError as exc:
                 broken.append(BrokenEntry(f"{name}/{entry.name}", exc.message))
-                continue
-            versions[entry.name] = AdapterVersion(name, entry.name, Path(entry.path), manifest)
         ordered = dict(sorted(versions.items(), key=lambda kv: version_key(kv[0])))
         return Adapter(name, ordered, self._read_channels(path, set(ordered)))
 
