@@ -122,7 +122,8 @@ class AdapterStore:
         key = (path, st.st_size, st.st_mtime_ns, st.st_ino)
         version = self._versions.get(key)
         if version is None:
-            manifest = load_manifest(Path(path))
+            with open(path, "rb") as f:  # a str path: pathlib costs more than the read here
+                manifest = parse_manifest(f.read())
             if (manifest.name, manifest.version) != (name, entry.name):
                 raise AdapterInvalid(MANIFEST_FILE, "manifest-identity", "name/version differ")
             version = AdapterVersion(name, entry.name, Path(entry.path), manifest)
