@@ -54,7 +54,7 @@ class Recipe:
     steps: int  # optimizer steps of BATCH_SIZE examples
 
 
-RECIPES = {"v1": Recipe(examples=40, steps=15), "v2": Recipe(examples=300, steps=60)}
+RECIPES = {"v1": Recipe(examples=40, steps=15), "v2": Recipe(examples=300, steps=120)}
 
 
 # --- metrics -----------------------------------------------------------------------------
