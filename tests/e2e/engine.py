@@ -18,8 +18,9 @@ from typing import Any
 
 import httpx
 
-# Cold start is 35-45 s on 2 cores (mostly imports, three processes); leave room for a busy box.
-START_TIMEOUT_S = 300.0
+# Cold start is 35-45 s on 2 cores (mostly imports, three processes); a second engine busy on
+# the same cores made it take over 5 minutes once: leave room for a busy box.
+START_TIMEOUT_S = 600.0
 
 
 def free_port() -> int:

@@ -66,7 +66,7 @@ def gw(
                   "max_cpu_loras": 3}],
     )  # fmt: skip
     with GatewayServer(settings) as server:
-        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, 300)
+        wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, 600)
         yield server
 
 
