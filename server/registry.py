@@ -149,8 +149,7 @@ class Registry:
                 continue
             victim = self._victim(eng)
             if victim is not None:
-                victim.state = SlotState.UNLOADING
-                victim.done = asyncio.get_running_loop().create_future()
+                self._begin_unload(victim)
                 slot = self._new_slot(eng, version)
                 self._start(self._swap(engine, victim, slot, version))
                 continue
@@ -231,8 +230,7 @@ class Registry:
             await self._unload(engine, victim)
         except LoragateError as exc:
             # Nothing evicted (check failed), or the engine may still hold the victim: keep it.
-            victim.state = SlotState.READY
-            victim.done.set_result(None)
+            self._keep_resident(victim)
             self.metrics.adapter_load_failures.labels(engine, slot.adapter).inc()
             self._finish_failed(eng, slot, exc)
             return
@@ -248,6 +246,18 @@ class Registry:
         except LoragateError as exc:
             msg = f"{version.engine_name} refused before loading: {exc.message}"
             raise AdapterLoadFailed(msg) from None
+
+    @staticmethod
+    def _begin_unload(victim: Slot) -> None:
+        """Mark `victim` leaving: requests for it wait on its new `done`, nothing evicts it."""
+        victim.state = SlotState.UNLOADING
+        victim.done = asyncio.get_running_loop().create_future()
+
+    @staticmethod
+    def _keep_resident(victim: Slot) -> None:
+        """An unload did not happen (or may not have): the victim stays READY."""
+        victim.state = SlotState.READY
+        victim.done.set_result(None)
 
     async def _unload(self, engine: str, victim: Slot) -> None:
         eng = self.engines[engine]
@@ -369,13 +379,11 @@ class Registry:
         return await self._evict_now(engine, slot)
 
     async def _evict_now(self, engine: str, victim: Slot) -> bool:
-        victim.state = SlotState.UNLOADING
-        victim.done = asyncio.get_running_loop().create_future()
+        self._begin_unload(victim)
         try:
             await self._unload(engine, victim)
         except LoragateError as exc:
-            victim.state = SlotState.READY
-            victim.done.set_result(None)
+            self._keep_resident(victim)
             log.warning("unload failed", extra={"engine": engine, "error": exc.message})
             return False
         return True
