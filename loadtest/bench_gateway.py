@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.threaded import free_port
 from loadtest.workload import Arrival, poisson_zipf
 from server.manifest import Channels
 from server.store import AdapterStore
@@ -166,13 +166,6 @@ def run_gateway(args: argparse.Namespace, store: AdapterStore, names: list[str],
 def _url_of(proc: subprocess.Popen[bytes]) -> str:
     args = [str(a) for a in proc.args]  # type: ignore[union-attr]
     return f"http://127.0.0.1:{args[args.index('--port') + 1]}"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def metric_sum(text: str, name: str) -> float:

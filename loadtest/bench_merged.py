@@ -15,7 +15,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import time
@@ -26,19 +25,13 @@ from typing import Any
 
 import httpx
 
+from loadtest.threaded import free_port
 from server.evaluation import load_examples
 from server.settings import ManagedEngine
 from server.store import AdapterStore
 from server.supervisor import engine_command, engine_env, resolve_model
 
 TASKS = ("sentiment", "summarize", "qa")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def tree_pss_bytes(pid: int) -> int:

@@ -32,6 +32,13 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on `host` now (for servers in other processes, which bind it themselves)."""
+    with bind_socket(host, 0) as sock:
+        port: int = sock.getsockname()[1]
+        return port
+
+
 class ThreadedServer:
     """`with ThreadedServer(app) as s: httpx.get(s.url + "/health")`."""
 

@@ -11,7 +11,6 @@ breaks the test instead of silently testing something else).
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Mapping
@@ -22,6 +21,7 @@ import httpx
 import yaml
 
 from loadtest.promapi import PrometheusAPI
+from loadtest.threaded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
@@ -30,13 +30,6 @@ START_TIMEOUT_S = 30.0
 
 def prometheus_binary() -> str | None:
     return shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def config_for_test(targets: Mapping[str, list[str]], rule_file: Path) -> dict[str, Any]:

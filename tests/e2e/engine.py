@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,11 @@ from typing import Any
 
 import httpx
 
+from loadtest.threaded import free_port
+
 # Cold start is 35-45 s on 2 cores (mostly imports, three processes); a second engine busy on
 # the same cores made it take over 5 minutes once: leave room for a busy box.
 START_TIMEOUT_S = 600.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class VllmServer:

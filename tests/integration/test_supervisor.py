@@ -3,22 +3,15 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
+from loadtest.threaded import free_port
 from server.store import AdapterStore
 from tests.servers import GatewayServer, tiny_settings
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
