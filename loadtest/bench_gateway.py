@@ -31,9 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.threaded import free_port
 from loadtest.workload import Arrival, poisson_zipf
-from server.manifest import Channels
-from server.store import AdapterStore
-from server.validation import ValidationLimits
+from server.store.manifest import Channels
+from server.store.store import AdapterStore
+from server.store.validation import ValidationLimits
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -143,7 +143,7 @@ def run_gateway(args: argparse.Namespace, store: AdapterStore, names: list[str],
             "engines": [{"url": engine_url, "max_cpu_loras": args.slots}],
             "rollback_window_s": 0, "load_wait_timeout_s": 30,
         }))  # fmt: skip
-        serve = [sys.executable, "-m", "server.cli", "serve", "--config", str(config),
+        serve = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config),
                  "--port", str(port)]  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         with process(serve, f"{url}/readyz"):

@@ -26,10 +26,10 @@ from typing import Any
 import httpx
 
 from loadtest.threaded import free_port
-from server.evaluation import load_examples
+from server.engines.supervisor import engine_command, engine_env, resolve_model
+from server.releases.evaluation import load_examples
 from server.settings import ManagedEngine
-from server.store import AdapterStore
-from server.supervisor import engine_command, engine_env, resolve_model
+from server.store.store import AdapterStore
 
 TASKS = ("sentiment", "summarize", "qa")
 

@@ -17,9 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from server.cli import load_base
-from server.store import AdapterStore
-from server.validation import ValidationLimits
+from server.cli.main import load_base
+from server.store.store import AdapterStore
+from server.store.validation import ValidationLimits
 
 
 def build(root: Path, versions: int, per_adapter: int) -> AdapterStore:

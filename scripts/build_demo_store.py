@@ -31,11 +31,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from loadtest.gateway_server import GatewayServer  # noqa: E402
-from server import evaluation as ev  # noqa: E402
+from server.engines.supervisor import resolve_model  # noqa: E402
+from server.releases import evaluation as ev  # noqa: E402
 from server.settings import ManagedEngine, Settings  # noqa: E402
-from server.store import AdapterStore  # noqa: E402
-from server.supervisor import resolve_model  # noqa: E402
-from server.validation import BaseModelSpec, ValidationLimits, demo_base_config  # noqa: E402
+from server.store.store import AdapterStore  # noqa: E402
+from server.store.validation import BaseModelSpec, ValidationLimits, demo_base_config  # noqa: E402
 
 TASKS = ("sentiment", "summarize", "qa")
 VERSIONS = ("v1", "v2")

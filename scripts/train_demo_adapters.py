@@ -9,7 +9,7 @@ scripts/demo_data.py. For each task and version it writes
     OUT/<task>/<version>/adapter_config.json        raw PEFT output, base_model_name_or_path
     OUT/<task>/<version>/adapter_model.safetensors  set to "demo-base"
     OUT/<task>/<version>.json       prompt template + how it was trained (+ eval)
-    OUT/<task>/<version>.eval.json  held-out eval, shaped like server.manifest.EvalReport
+    OUT/<task>/<version>.eval.json  held-out eval, shaped like server.store.manifest.EvalReport
     OUT/<task>/base.eval.json       the bare base model on the same held-out set
     OUT/results.json                every score, one place
 
@@ -240,7 +240,7 @@ def evaluate(
 def eval_report(
     task: str, metric: str, result: dict[str, Any], model: str, baseline: float | None
 ) -> dict[str, Any]:
-    """Shaped like server.manifest.EvalReport (extra keys would be rejected there)."""
+    """Shaped like server.store.manifest.EvalReport (extra keys would be rejected there)."""
     return {
         "dataset": f"demo-{task}-heldout",
         "metric": metric,
@@ -259,7 +259,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     sys.path.insert(0, str(REPO))
-    from server.demo_model import build_demo_base
+    from server.engines.demo_model import build_demo_base
 
     base_dir = build_demo_base()
     tokenizer = AutoTokenizer.from_pretrained(base_dir)

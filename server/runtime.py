@@ -14,19 +14,21 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from server.engines import EngineClient, HttpEngineClient
+from server.engines.client import EngineClient, HttpEngineClient
+from server.engines.placement import Placement
+from server.engines.registry import Registry
+from server.engines.supervisor import EngineSupervisor
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
-from server.limits import Limiter
 from server.metrics import Metrics
-from server.registry import Registry
-from server.releases import ReleaseService, active_versions, pinned_versions
-from server.routing import Router
-from server.serving import Gateway
+from server.releases.service import ReleaseService, active_versions, pinned_versions
+from server.serving.gateway import Gateway
+from server.serving.limits import Limiter
+from server.serving.models import ModelCatalog
+from server.serving.routing import Router
+from server.serving.tenants import Tenants
 from server.settings import Settings
-from server.store import AdapterStore, AdapterVersion
-from server.supervisor import EngineSupervisor
-from server.tenants import Tenants
-from server.validation import BaseModelSpec, ValidationLimits, demo_base_config
+from server.store.store import AdapterStore, AdapterVersion
+from server.store.validation import BaseModelSpec, ValidationLimits, demo_base_config
 
 log = logging.getLogger(__name__)
 
@@ -68,15 +70,17 @@ class Runtime:
             for name, cfg in zip(names, settings.engines, strict=True)
             if cfg.managed is not None and engines is None
         ]  # fmt: skip
+        self.placement = Placement(self.registry)
         self.router = Router(self.store, settings.base_model)
         self.tenants = Tenants(settings.tenants_file)
+        self.catalog = ModelCatalog(self.store, self.placement, settings.base_model)
         self.gateway = Gateway(
-            self.router, self.registry, self.engines, self.metrics, Limiter(),
+            self.router, self.placement, self.engines, self.metrics, Limiter(),
             hide_foreign=settings.hide_foreign_adapters,
             max_prompt_chars=settings.max_prompt_chars,
         )  # fmt: skip
         self.releases = ReleaseService(
-            self.store, self.registry, self.metrics, engines_up=lambda: sorted(self.gateway.up),
+            self.store, self.registry, self.metrics, engines_up=self.placement.up_engines,
             pins_changed=self._apply_pins, max_upload_bytes=settings.max_upload_bytes,
         )  # fmt: skip
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
@@ -153,11 +157,10 @@ class Runtime:
             healthy = await client.health()
             self.metrics.engine_up.labels(name).set(1 if healthy else 0)
             if not healthy:
-                if name in self.gateway.up:
+                if self.placement.mark_down(name):
                     log.warning("engine down", extra={"engine": name})
-                self.gateway.up.discard(name)
                 continue
-            self.gateway.up.add(name)
+            self.placement.mark_up(name)
             try:
                 await self.registry.reconcile(name)
             except LoragateError as exc:
@@ -167,7 +170,7 @@ class Runtime:
         """A managed engine died: stop routing to it now; `on_ready` brings it back."""
         self.metrics.engine_restarts.labels(name).inc()
         self.metrics.engine_up.labels(name).set(0)
-        self.gateway.up.discard(name)
+        self.placement.mark_down(name)
 
     async def poll_store(self) -> None:
         """Rescan when an adapter directory or channels.json changed (other gateways, GitOps);
@@ -189,7 +192,7 @@ class Runtime:
         self.registry.set_pins(pins)
 
     def ready(self) -> bool:
-        return bool(self.gateway.up) and self._store_mark is not None
+        return bool(self.placement.up_engines()) and self._store_mark is not None
 
     @contextlib.asynccontextmanager
     async def running(self) -> Any:

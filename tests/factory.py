@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from server.store import AdapterStore, AdapterVersion
-from server.validation import BaseModelSpec, architecture_sha256
+from server.store.store import AdapterStore, AdapterVersion
+from server.store.validation import BaseModelSpec, architecture_sha256
 
 TINY_BASE_ID = "tiny-base"
 TINY_CONFIG: dict[str, Any] = {

@@ -7,7 +7,7 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engines import EngineModel
+from server.engines.client import EngineModel
 from server.errors import AdapterLoadFailed, NotFound
 
 

@@ -7,23 +7,20 @@ a malformed JSON body is a 400 even without a token; uploads are read only after
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
-from server.admin_protocol import CanaryRequest, PromoteRequest, RegisterInPlace
-from server.deps import AdminDep, ReleasesDep, RuntimeDep
+from server.api.deps import AdminDep, ReleasesDep, RuntimeDep
+from server.api.middleware import allow_body
 from server.errors import InvalidRequest
-from server.releases import ChangeResult, PrewarmResult, RetireResult
-from server.store import AdapterVersion
-from server.uploads import read_bounded
+from server.protocol.admin import CanaryRequest, PromoteRequest, RegisterInPlace
+from server.releases.service import ChangeResult, PrewarmResult, RetireResult
+from server.store.store import AdapterVersion
 
 router = APIRouter(prefix="/admin", tags=["admin"])
-# The one route whose body may be an adapter upload (max_upload_bytes, not max_body_bytes).
-UPLOAD_PATH_RE = re.compile(r"/admin/adapters/[^/]+/versions")
 
 
 def _registered(found: AdapterVersion) -> JSONResponse:
@@ -47,11 +44,12 @@ async def register_version(
     directory already copied to `<store>/<name>/<version>`."""
     content_type = request.headers.get("content-type", "")
     if content_type.lower().startswith("multipart/form-data"):
+        allow_body(request.scope, runtime.settings.max_upload_bytes)
         found = await releases.register_upload(
             name, content_type, request.stream(), version=version, actor=admin.actor
         )
         return _registered(found)
-    raw = await read_bounded(request.stream(), runtime.settings.max_body_bytes)
+    raw = await request.body()  # bounded by the BodyLimit middleware (max_body_bytes)
     try:
         req = RegisterInPlace.model_validate_json(raw)
     except ValidationError as exc:

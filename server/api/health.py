@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from server.deps import RuntimeDep
+from server.api.deps import RuntimeDep
 
 router = APIRouter(tags=["health"])
 
@@ -21,7 +21,7 @@ async def readyz(runtime: RuntimeDep) -> Response:
     """Ready when the store is loaded and at least one engine answers its health check."""
     body = {
         "ready": runtime.ready(),
-        "engines_up": sorted(runtime.gateway.up),
+        "engines_up": runtime.placement.up_engines(),
         "adapters": len(runtime.store.snapshot.adapters),
         "broken_store_entries": len(runtime.store.snapshot.broken),
     }

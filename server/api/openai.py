@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
-from server.deps import GatewayDep, RuntimeDep, TaskHeader, TenantDep
-from server.protocol import (
+from server.api.deps import CatalogDep, GatewayDep, TaskHeader, TenantDep
+from server.api.responses import ReleasingStreamingResponse
+from server.protocol.openai import (
     ChatCompletionRequest,
     CompletionRequest,
     Kind,
@@ -17,9 +16,8 @@ from server.protocol import (
     error_responses,
     generation_responses,
 )
-from server.serving import Gateway
-from server.streaming import ReleasingStreamingResponse
-from server.tenants import Tenant
+from server.serving.gateway import Gateway
+from server.serving.tenants import Tenant
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -32,9 +30,11 @@ async def _serve(
         return JSONResponse(answer.body, headers=answer.headers)
     streamed = await gateway.stream(kind, req, tenant, task)
     return ReleasingStreamingResponse(
-        streamed.chunks, media_type="text/event-stream", headers=streamed.headers,
+        streamed.chunks,
+        media_type="text/event-stream",
+        headers=streamed.headers,
         on_close=streamed.close.aclose,
-    )  # fmt: skip
+    )
 
 
 @router.post("/completions", responses=generation_responses())
@@ -51,34 +51,7 @@ async def chat_completions(
     return await _serve(gateway, "chat", req, tenant, task)
 
 
-@router.get("/models", response_model=ModelList, responses=error_responses(401))
-async def models(runtime: RuntimeDep, tenant: TenantDep) -> dict[str, Any]:
+@router.get("/models", responses=error_responses(401))
+async def models(catalog: CatalogDep, tenant: TenantDep) -> ModelList:
     """The base (if the tenant may call it) and the adapters it may use, with versions."""
-    base = runtime.settings.base_model
-    data: list[dict[str, Any]] = []
-    if tenant.allow_base:
-        data.append({"id": base, "object": "model", "created": 0, "owned_by": "loragate",
-                     "root": base, "parent": None})  # fmt: skip
-    resident = {s.key for name in runtime.registry.engines for s in runtime.registry.view(name)}
-    aliases: dict[str, list[str]] = {}
-    for task, target in tenant.tasks.items():
-        aliases.setdefault(target.partition("@")[0], []).append(task)
-    for adapter in runtime.store.snapshot.adapters.values():
-        if not tenant.may_use(adapter.name):
-            continue
-        ch = adapter.channels
-        versions = [
-            {"version": v.version, "created_at": v.manifest.created_at.isoformat(),
-             "resident": v.engine_name in resident}
-            for v in adapter.versions.values()
-        ]  # fmt: skip
-        data.append({
-            "id": adapter.name, "object": "model", "owned_by": "loragate", "root": base,
-            "parent": base, "created": int(min(
-                (v.manifest.created_at.timestamp() for v in adapter.versions.values()),
-                default=0)),
-            "stable": ch.stable, "previous": ch.previous,
-            "canary": ch.canary.model_dump() if ch.canary else None, "versions": versions,
-            "tasks": sorted(aliases.get(adapter.name, [])),
-        })  # fmt: skip
-    return {"object": "list", "data": data}
+    return catalog.list_for(tenant)

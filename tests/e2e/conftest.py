@@ -31,7 +31,7 @@ def require_engine() -> None:
 def demo_base() -> Path:
     """The demo base checkpoint (built on first use, ~30 s)."""
     require_engine()
-    from server.demo_model import DemoModelUnavailableError, build_demo_base
+    from server.engines.demo_model import DemoModelUnavailableError, build_demo_base
 
     try:
         return build_demo_base()

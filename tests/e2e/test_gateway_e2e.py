@@ -13,9 +13,9 @@ import httpx
 import openai
 import pytest
 
-from server.manifest import Channels
 from server.settings import Settings
-from server.store import AdapterStore
+from server.store.manifest import Channels
+from server.store.store import AdapterStore
 from tests.e2e.conftest import require_engine
 from tests.e2e.engine import free_port
 from tests.servers import GatewayServer

@@ -14,10 +14,10 @@ import httpx
 import pytest
 
 from loadtest.simengine import SimEngineServer
-from server.admin_auth import actor_for
-from server.manifest import EvalReport
-from server.store import AdapterStore
-from server.validation import ValidationLimits
+from server.serving.auth import actor_for
+from server.store.manifest import EvalReport
+from server.store.store import AdapterStore
+from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version, make_peft_dir, manifest_fields
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.servers import GatewayServer

@@ -8,9 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner, Result
 
 from loadtest.simengine import SimEngineServer
-from server.cli import app
-from server.store import AdapterStore
-from server.validation import ValidationLimits
+from server.cli.main import app
+from server.store.store import AdapterStore
+from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.servers import GatewayServer

@@ -9,8 +9,8 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from loadtest.simengine import SimEngineServer
-from server.cli import app
-from server.store import AdapterStore
+from server.cli.main import app
+from server.store.store import AdapterStore
 from tests.servers import GatewayServer
 
 

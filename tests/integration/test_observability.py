@@ -31,9 +31,9 @@ import pytest
 
 from loadtest import dashboards
 from loadtest.simengine import SimConfig, SimEngineServer
-from server.manifest import Canary, Channels
-from server.store import AdapterStore
-from server.validation import ValidationLimits
+from server.store.manifest import Canary, Channels
+from server.store.store import AdapterStore
+from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version
 from tests.prometheus import (
     PrometheusServer,

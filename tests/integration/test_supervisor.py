@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 
 from loadtest.threaded import free_port
-from server.store import AdapterStore
+from server.store.store import AdapterStore
 from tests.servers import GatewayServer, tiny_settings
 
 

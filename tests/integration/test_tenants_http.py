@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from loadtest.simengine import SimEngineServer
-from server.tenants import hash_key
+from server.serving.tenants import hash_key
 from tests.servers import GatewayServer
 
 Start = Callable[..., tuple[GatewayServer, list[SimEngineServer]]]

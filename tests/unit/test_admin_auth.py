@@ -7,8 +7,8 @@ import hashlib
 import pytest
 from pydantic import SecretStr
 
-from server.admin_auth import DISABLED, authenticate_admin
 from server.errors import Forbidden, LoragateError, Unauthorized
+from server.serving.auth import DISABLED, authenticate_admin
 
 TOKEN = "s3cret-admin-token-for-tests"
 CONFIGURED = SecretStr(TOKEN)

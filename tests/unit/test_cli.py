@@ -7,7 +7,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from server.cli import app, load_base
+from server.cli.main import app, load_base
 from tests.factory import make_peft_dir
 
 runner = CliRunner()

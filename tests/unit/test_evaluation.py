@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from server.evaluation import (
+from server.releases.evaluation import (
     Example,
     exact_match,
     load_examples,

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from server.gate import evaluate_gate, gate_dataset
-from server.manifest import EvalReport
-from server.store import AdapterStore
+from server.releases.gate import evaluate_gate, gate_dataset
+from server.store.manifest import EvalReport
+from server.store.store import AdapterStore
 from tests.factory import add_version
 
 

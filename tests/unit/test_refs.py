@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from server.errors import InvalidName
-from server.refs import NAME_RE, AdapterRef, check_name, version_key
+from server.store.refs import NAME_RE, AdapterRef, check_name, version_key
 
 names = st.from_regex(NAME_RE, fullmatch=True)
 versions = st.one_of(

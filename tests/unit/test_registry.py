@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from server.engines.registry import Registry
 from server.errors import AdapterLoadFailed, Unavailable
 from server.metrics import Metrics
-from server.registry import Registry
-from server.store import AdapterStore, AdapterVersion
+from server.store.store import AdapterStore, AdapterVersion
 from tests.factory import add_version
 from tests.fakes import FakeEngine
 
@@ -47,7 +47,7 @@ def resident(registry: Registry) -> list[str]:
 
 async def use(registry: Registry, v: AdapterVersion) -> None:
     await registry.acquire("e0", v)
-    registry.release("e0", v.engine_name)
+    registry.release("e0", v)
 
 
 async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, AdapterVersion]) -> None:
@@ -80,7 +80,7 @@ async def test_fifty_concurrent_cold_requests_share_one_load(
     assert registry.view("e0")[0].inflight == 50
     assert sample(metrics, "loragate_inflight_requests", engine="e0") == 50
     for _ in range(50):
-        registry.release("e0", v.engine_name)
+        registry.release("e0", v)
     assert registry.view("e0")[0].inflight == 0
 
 
@@ -122,7 +122,7 @@ async def test_a_waiting_request_gets_the_slot_when_one_frees(
     waiter = asyncio.create_task(registry.acquire("e0", versions["b@v1"]))
     await asyncio.sleep(0.05)
     assert not waiter.done()
-    registry.release("e0", "a@v1")
+    registry.release("e0", versions["a@v1"])
     await asyncio.wait_for(waiter, 1)
     assert resident(registry) == ["b@v1"]
 
@@ -212,12 +212,3 @@ async def test_reconcile_adopts_forgets_trims_and_rewarms_pins(
     engine.loaded.clear()  # the engine restarted and lost everything
     await registry.reconcile("e0")
     assert resident(registry) == ["a@v1"] and list(engine.loaded) == ["a@v1"]
-
-
-async def test_pick_engine_prefers_residency_then_a_stable_home() -> None:
-    registry = Registry({"e0": (FakeEngine(), 2), "e1": (FakeEngine(), 2)}, Metrics())
-    home = registry.pick_engine("a@v1", ["e0", "e1"])
-    assert all(registry.pick_engine("a@v1", ["e0", "e1"]) == home for _ in range(5))
-    assert registry.pick_engine("a@v1", ["e1"]) == "e1"
-    with pytest.raises(Unavailable):
-        registry.pick_engine("a@v1", [])

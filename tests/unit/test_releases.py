@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from server.engines.registry import Registry
 from server.errors import AdapterLoadFailed, Conflict, NotFound, PromotionRefused
-from server.manifest import Channels, EvalReport
 from server.metrics import Metrics
-from server.registry import Registry
-from server.releases import ReleaseService, active_versions, pinned_versions
-from server.routing import Router
-from server.store import Adapter, AdapterStore, Snapshot
+from server.releases.service import ReleaseService, active_versions, pinned_versions
+from server.serving.routing import Router
+from server.store.manifest import Channels, EvalReport
+from server.store.store import Adapter, AdapterStore, Snapshot
 from tests.factory import add_version
 from tests.fakes import FakeEngine
 

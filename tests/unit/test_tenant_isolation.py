@@ -8,10 +8,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import Forbidden, InvalidRequest, NotFound
-from server.manifest import Channels
-from server.routing import Router
-from server.store import AdapterStore
-from server.tenants import Tenant
+from server.serving.routing import Router
+from server.serving.tenants import Tenant
+from server.store.manifest import Channels
+from server.store.store import AdapterStore
 from tests.factory import add_version
 
 OURS = ("a-sentiment", "a-qa")
@@ -23,7 +23,7 @@ TENANT_B_TASKS = {"secret": "b-secret", "qa": "b-qa", "sentiment": "b-secret"}
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Router:
-    from server.validation import ValidationLimits
+    from server.store.validation import ValidationLimits
     from tests.factory import TINY_SPEC
 
     tmp = tmp_path_factory.mktemp("iso")

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from server.errors import RateLimited, Unauthorized
-from server.limits import Limiter
-from server.tenants import OPEN_TENANT, RateLimit, Tenant, Tenants, hash_key
+from server.serving.limits import Limiter
+from server.serving.tenants import OPEN_TENANT, RateLimit, Tenant, Tenants, hash_key
 
 
 def write(path: Path, tenants: dict[str, dict[str, object]]) -> Path:

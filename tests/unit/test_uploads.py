@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from server.errors import AdapterInvalid, InvalidRequest, PayloadTooLarge
-from server.uploads import MultipartUpload, StagingTarget
+from server.store.uploads import MultipartUpload, StagingTarget
 
 FILES = {"adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": bytes(range(256)) * 40}
 

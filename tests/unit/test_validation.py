@@ -13,8 +13,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from server.errors import AdapterInvalid
-from server.store import AdapterStore
-from server.validation import (
+from server.store.store import AdapterStore
+from server.store.validation import (
     ValidationLimits,
     read_safetensors_header,
     sha256_file,

@@ -38,7 +38,7 @@ def resolve_model(cfg: ManagedEngine) -> Path:
     if cfg.kind == "sim":
         return Path(model)
     if model == "demo":
-        from server.demo_model import build_demo_base
+        from server.engines.demo_model import build_demo_base
 
         return build_demo_base()
     return Path(model)

@@ -2,6 +2,7 @@
 
 `Gateway` is the service the API routes call; it knows nothing of FastAPI. It returns an
 `Answer` (JSON) or a `StreamAnswer` (SSE chunks + a close callback that releases the lease).
+Engine choice and the lease belong to `server.engines.placement`.
 """
 
 from __future__ import annotations
@@ -14,15 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import logs
-from server.engines import EngineClient
-from server.errors import InvalidRequest, LoragateError, UpstreamError
-from server.limits import Limiter
+from server.engines.client import EngineClient
+from server.engines.placement import Placement
+from server.errors import LoragateError, UpstreamError
 from server.metrics import Metrics
-from server.protocol import ENGINE_PATHS, Kind, OpenAIRequest
-from server.registry import Registry
-from server.routing import Router, Target
-from server.streaming import DONE, SSERewriter, error_event
-from server.tenants import OPEN_TENANT, Tenant
+from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
+from server.serving.limits import Limiter
+from server.serving.prepare import apply_limits, apply_template
+from server.serving.routing import Router, Target
+from server.serving.sse import DONE, SSERewriter, error_event
+from server.serving.tenants import OPEN_TENANT, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -59,67 +61,13 @@ class _Timing:
         return max(0.0, time.perf_counter() - self.start - self.outside)
 
 
-def prompt_chars(kind: Kind, body: dict[str, Any]) -> int:
-    """Characters of text the client sent (token-id prompts count one per id)."""
-    if kind == "completions":
-        prompt = body["prompt"]
-        items = prompt if isinstance(prompt, list) else [prompt]
-        return sum(len(p) if isinstance(p, str) else 1 for p in items)
-    total = 0
-    for message in body["messages"]:
-        content = message.get("content")
-        total += len(content) if isinstance(content, str) else len(str(content or ""))
-    return total
-
-
-def apply_limits(kind: Kind, body: dict[str, Any], tenant: Tenant, max_prompt_chars: int) -> None:
-    """The tenant's max_tokens cap (filled in when absent) and prompt length; raises
-    `InvalidRequest` (400) naming the parameter."""
-    cap = tenant.max_tokens
-    if cap is not None:
-        asked = body.get("max_tokens")
-        if asked is None:
-            body["max_tokens"] = cap
-        elif asked > cap:
-            raise InvalidRequest(f"max_tokens {asked} is over this key's limit of {cap}",
-                                 param="max_tokens")  # fmt: skip
-    limit = min(max_prompt_chars, tenant.max_prompt_chars or max_prompt_chars)
-    if (n := prompt_chars(kind, body)) > limit:
-        param = "prompt" if kind == "completions" else "messages"
-        raise InvalidRequest(f"the prompt is {n} characters, over the limit of {limit}",
-                             param=param)  # fmt: skip
-
-
-def apply_template(target: Target, kind: Kind, body: dict[str, Any]) -> dict[str, Any]:
-    """The version's prompt template: `{input}` around completion prompts and the last user
-    message of a chat; its system prompt first when the chat has none."""
-    if target.version is None:
-        return body
-    template = target.version.manifest.prompt_template
-    if kind == "completions":
-        prompt = body["prompt"]
-        if isinstance(prompt, str):
-            body["prompt"] = template.render(prompt)
-        elif isinstance(prompt, list) and all(isinstance(p, str) for p in prompt):
-            body["prompt"] = [template.render(p) for p in prompt]
-        return body
-    messages = body["messages"]
-    for message in reversed(messages):
-        if message.get("role") == "user" and isinstance(message.get("content"), str):
-            message["content"] = template.render(message["content"])
-            break
-    if template.system and not any(m.get("role") == "system" for m in messages):
-        body["messages"] = [{"role": "system", "content": template.system}, *messages]
-    return body
-
-
 class Gateway:
     """Resolve → pick engine → lease → forward → relay, with metrics on every path."""
 
     def __init__(
         self,
         router: Router,
-        registry: Registry,
+        placement: Placement,
         engines: dict[str, EngineClient],
         metrics: Metrics,
         limiter: Limiter | None = None,
@@ -128,42 +76,31 @@ class Gateway:
         max_prompt_chars: int = 100_000,
     ) -> None:
         self.router = router
-        self.registry = registry
+        self.placement = placement
         self.engines = engines
         self.metrics = metrics
         self.limiter = limiter or Limiter()
         self.hide_foreign = hide_foreign
         self.max_prompt_chars = max_prompt_chars
-        self.up: set[str] = set(engines)
 
     def _prepare(
         self, kind: Kind, req: OpenAIRequest, tenant: Tenant, task: str | None
-    ) -> tuple[Target, str, dict[str, Any]]:
+    ) -> tuple[Target, dict[str, Any]]:
         target = self.router.resolve_for(tenant, req.model, task, req.user, self.hide_foreign)
         body = req.engine_body()
         apply_limits(kind, body, tenant, self.max_prompt_chars)
         body = apply_template(target, kind, body)
         body["model"] = target.engine_model
-        engine = self.registry.pick_engine(
-            target.engine_model if target.version else None, sorted(self.up)
-        )
-        return target, engine, body
+        return target, body
 
     @contextlib.asynccontextmanager
-    async def _lease(self, engine: str, target: Target, timing: _Timing) -> AsyncIterator[None]:
-        if target.version is None:
-            self.metrics.inflight_requests.labels(engine).inc()
-            try:
-                yield
-            finally:
-                self.metrics.inflight_requests.labels(engine).dec()
-            return
-        with timing.waiting():
-            await self.registry.acquire(engine, target.version)
-        try:
-            yield
-        finally:
-            self.registry.release(engine, target.engine_model)
+    async def _lease(self, target: Target, timing: _Timing) -> AsyncIterator[str]:
+        """The engine serving `target`, held for the body; the wait counts as outside time."""
+        async with contextlib.AsyncExitStack() as stack:
+            with timing.waiting():
+                lease = self.placement.lease(target.engine_model, target.version)
+                engine = await stack.enter_async_context(lease)
+            yield engine
 
     def _headers(self, target: Target, engine: str, timing: _Timing) -> dict[str, str]:
         return {
@@ -173,7 +110,7 @@ class Gateway:
         }
 
     def _record(self, target: Target, code: int, timing: _Timing, tenant: str) -> None:
-        version = target.version.version if target.version else ""
+        version = target.version_label
         log.info("request", extra={
             "request_id": logs.request_id.get(), "tenant": tenant, "adapter": target.adapter_label,
             "version": version, "status": code,
@@ -200,11 +137,11 @@ class Gateway:
     ) -> Answer:  # fmt: skip
         """A non-streaming completion or chat completion."""
         timing = _Timing()
-        target, engine, body = self._prepare(kind, req, tenant, task)
+        target, body = self._prepare(kind, req, tenant, task)
         code = 500
         try:
             with self.limiter.admit(tenant):
-                async with self._lease(engine, target, timing):
+                async with self._lease(target, timing) as engine:
                     with timing.waiting():
                         result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
             code = 200
@@ -224,7 +161,7 @@ class Gateway:
         """Open a streaming call. Errors before the first engine byte raise (a real HTTP status);
         later ones become an SSE error event. Closing the answer releases everything."""
         timing = _Timing()
-        target, engine, body = self._prepare(kind, req, tenant, task)
+        target, body = self._prepare(kind, req, tenant, task)
         # Ask for usage (token metrics); the extra usage-only chunk is dropped again unless
         # the client asked for it too.
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -232,7 +169,7 @@ class Gateway:
         stack = contextlib.AsyncExitStack()
         try:
             stack.enter_context(self.limiter.admit(tenant))
-            await stack.enter_async_context(self._lease(engine, target, timing))
+            engine = await stack.enter_async_context(self._lease(target, timing))
             upstream = await stack.enter_async_context(
                 contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
             )

@@ -1,6 +1,6 @@
 """A synchronous client for the admin API, and the tables the `loragate adapters` CLI shows.
 
-Nothing here prints; `server/cli.py` does. Errors are the client's own: `Refused` (the
+Nothing here prints; `server/cli/main.py` does. Errors are the client's own: `Refused` (the
 gateway answered with an error: its message is shown, exit 1) and `Unreachable` (no answer:
 exit 2).
 """

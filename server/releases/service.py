@@ -1,6 +1,6 @@
 """Adapter releases over the store: which versions stay warm, and the operations the admin
 API calls (register, promote, rollback, canary, pin/unpin/prewarm, retire, listing). The
-eval gate itself is `server.gate`.
+eval gate itself is `server.releases.gate`.
 
 `ReleaseService` knows nothing of FastAPI. Every change of release pointers goes through
 `AdapterStore.update_channels` (flock + atomic write + audit), so gateways sharing a store
@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from server.engines.registry import Registry, SlotView
 from server.errors import (
     AdapterInvalid,
     Conflict,
@@ -39,13 +40,12 @@ from server.errors import (
     PromotionRefused,
     StoreError,
 )
-from server.gate import GateResult, evaluate_gate
-from server.manifest import AuditEntry, Canary, Channels
 from server.metrics import Metrics
-from server.refs import check_name, check_version
-from server.registry import Registry, SlotView
-from server.store import AdapterStore, AdapterVersion, AuditVersions, Snapshot
-from server.uploads import MultipartUpload, StagingTarget
+from server.releases.gate import GateResult, evaluate_gate
+from server.store.manifest import AuditEntry, Canary, Channels
+from server.store.refs import check_name, check_version
+from server.store.store import AdapterStore, AdapterVersion, AuditVersions, Snapshot
+from server.store.uploads import MultipartUpload, StagingTarget
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The store as read at one scan: immutable values, safe to share across threads and tasks.
 
-`AdapterStore.scan()` (server/store.py) builds a `Snapshot`; routing, the registry and the
+`AdapterStore.scan()` (server/store/store.py) builds a `Snapshot`; routing, the registry and the
 admin API read it. Only `AdapterVersion.evals()` touches the disk (eval reports are added to
 a version over time).
 """
@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError as PydanticValidationError
 
-from server.manifest import Channels, EvalReport, Manifest
-from server.refs import AdapterRef, version_key
-from server.validation import EVALS_DIR
+from server.store.manifest import Channels, EvalReport, Manifest
+from server.store.refs import AdapterRef, version_key
+from server.store.validation import EVALS_DIR
 
 log = logging.getLogger(__name__)
 

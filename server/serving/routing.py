@@ -18,9 +18,10 @@ import random
 from dataclasses import dataclass
 
 from server.errors import Forbidden, InvalidName, InvalidRequest, NotFound
-from server.refs import AdapterRef
-from server.store import AdapterStore, AdapterVersion
-from server.tenants import Tenant
+from server.serving.tenants import Tenant
+from server.store.manifest import PromptTemplate
+from server.store.refs import AdapterRef
+from server.store.store import AdapterStore, AdapterVersion
 
 AUTO_MODELS = frozenset({"", "auto"})
 
@@ -38,6 +39,15 @@ class Target:
     def adapter_label(self) -> str:
         """Bounded metric label: the adapter name from the store, or the base id."""
         return self.version.name if self.version else self.engine_model
+
+    @property
+    def version_label(self) -> str:
+        """Bounded metric label: the version, or "" for the base model."""
+        return self.version.version if self.version else ""
+
+    @property
+    def template(self) -> PromptTemplate | None:
+        return self.version.manifest.prompt_template if self.version else None
 
 
 def not_found(model: str) -> NotFound:

@@ -84,18 +84,41 @@ class CompletionResponse(BaseModel):
     usage: Usage | None = None
 
 
+class ModelVersion(BaseModel):
+    version: str
+    created_at: str  # ISO 8601
+    resident: bool  # loaded on at least one engine now
+
+
+class CanaryInfo(BaseModel):
+    version: str
+    weight: float
+
+
 class ModelCard(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    """An entry of `/v1/models` as vLLM lists it (`parent` is None for the base model)."""
 
     id: str
-    object: Literal["model"]
-    owned_by: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "loragate"
+    root: str
     parent: str | None
 
 
+class AdapterCard(ModelCard):
+    """An adapter's entry: its release channels, versions, and the caller's task aliases."""
+
+    stable: str | None
+    previous: str | None
+    canary: CanaryInfo | None
+    versions: list[ModelVersion]
+    tasks: list[str]
+
+
 class ModelList(BaseModel):
-    object: Literal["list"]
-    data: list[ModelCard]
+    object: Literal["list"] = "list"
+    data: list[AdapterCard | ModelCard]
 
 
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +22,7 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from server.errors import AdapterInvalid, InvalidRequest, PayloadTooLarge
-from server.refs import check_version
+from server.store.refs import check_version
 
 _FILE_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 MAX_FIELD_BYTES = 1024  # form fields are short: `version`
@@ -159,13 +159,3 @@ class StagingTarget:
             self.version = check_version(version)
             self.staging = self.stack.enter_context(self.open_staging(version))
         return (self.staging / filename).open("xb")
-
-
-async def read_bounded(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """A whole (small) body; raises `PayloadTooLarge` past `limit` bytes."""
-    body = bytearray()
-    async for chunk in chunks:
-        body += chunk
-        if len(body) > limit:
-            raise PayloadTooLarge(f"request body over {limit} bytes")
-    return bytes(body)

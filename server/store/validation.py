@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import ValidationError as PydanticValidationError
 
 from server.errors import AdapterInvalid
-from server.manifest import Manifest
+from server.store.manifest import Manifest
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"

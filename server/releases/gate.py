@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from server.manifest import EvalReport
-from server.store import AdapterVersion
+from server.store.manifest import EvalReport
+from server.store.store import AdapterVersion
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from server.errors import RateLimited
-from server.tenants import RateLimit, Tenant
+from server.serving.tenants import RateLimit, Tenant
 
 
 @dataclass

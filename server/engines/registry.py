@@ -17,17 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import hashlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.engines import EngineClient
+from server.engines.client import EngineClient
 from server.errors import AdapterLoadFailed, LoragateError, NotFound, Unavailable, UpstreamError
 from server.metrics import Metrics
-from server.store import AdapterVersion
+from server.store.store import AdapterVersion
 
 log = logging.getLogger(__name__)
 
@@ -69,13 +68,14 @@ class EngineSlots:
     slots: dict[str, Slot] = field(default_factory=dict)
     evicted_at: dict[str, float] = field(default_factory=dict)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    base_inflight: int = 0  # requests for the base model, which needs no slot
 
     def used(self) -> int:
         # An UNLOADING slot is always paired with the LOADING slot replacing it.
         return sum(1 for s in self.slots.values() if s.state is not SlotState.UNLOADING)
 
     def inflight(self) -> int:
-        return sum(s.inflight for s in self.slots.values())
+        return self.base_inflight + sum(s.inflight for s in self.slots.values())
 
     def notify(self) -> None:
         self.changed.set()
@@ -110,22 +110,19 @@ class Registry:
 
     # --- acquire / release ---------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def lease(self, engine: str, version: AdapterVersion) -> AsyncIterator[None]:
-        """Hold `version` resident on `engine` for the body of the `async with`."""
-        await self.acquire(engine, version)
-        try:
-            yield
-        finally:
-            self.release(engine, version.engine_name)
-
-    async def acquire(self, engine: str, version: AdapterVersion) -> None:
-        """Make `version` resident on `engine` and count one request in flight on it.
+    async def acquire(self, engine: str, version: AdapterVersion | None) -> None:
+        """Make `version` resident on `engine` and count one request in flight on it;
+        `None` is the base model, which every engine always holds.
 
         Raises `Unavailable` when no slot frees up in time, `AdapterLoadFailed` when the
         engine refuses the version (the registry is left as it was).
         """
-        eng, key = self.engines[engine], version.engine_name
+        eng = self.engines[engine]
+        if version is None:
+            eng.base_inflight += 1
+            self.metrics.inflight_requests.labels(engine).inc()
+            return
+        key = version.engine_name
         start = self._clock()
         deadline = start + self.wait_timeout_s
         missed = False
@@ -155,10 +152,14 @@ class Registry:
                 continue
             await self._wait_for_change(eng, deadline, key)
 
-    def release(self, engine: str, key: str) -> None:
+    def release(self, engine: str, version: AdapterVersion | None) -> None:
+        """End one request's hold taken by `acquire`."""
         eng = self.engines[engine]
         self.metrics.inflight_requests.labels(engine).dec()
-        slot = eng.slots.get(key)
+        if version is None:
+            eng.base_inflight -= 1
+            return
+        slot = eng.slots.get(version.engine_name)
         if slot is not None:  # None: reconcile dropped it after an engine restart
             slot.inflight = max(0, slot.inflight - 1)
             slot.last_used = self._clock()
@@ -339,7 +340,7 @@ class Registry:
     async def prewarm(self, engine: str, version: AdapterVersion) -> None:
         """Load `version` on `engine` without serving a request (promotion, re-warm)."""
         await self.acquire(engine, version)
-        self.release(engine, version.engine_name)
+        self.release(engine, version)
 
     async def reconcile(self, engine: str) -> None:
         """Adopt what the engine lists, forget what it lost, re-warm pins, trim to capacity."""
@@ -388,26 +389,24 @@ class Registry:
             return False
         return True
 
-    # --- choice and views ----------------------------------------------------------------
+    # --- views ----------------------------------------------------------------------------
 
-    def pick_engine(self, key: str | None, candidates: list[str]) -> str:
-        """An engine holding `key` (least in flight), else its rendezvous-hash home engine,
-        unless that one is much busier than the least busy (bounded load)."""
-        if not candidates:
-            raise Unavailable("no engine is up", retry_after_s=5)
-        if key is None:
-            return min(candidates, key=lambda e: self.engines[e].inflight())
-        holding = [
-            e for e in candidates
-            if (s := self.engines[e].slots.get(key)) is not None and s.state is SlotState.READY
-        ]  # fmt: skip
-        if holding:
-            return min(holding, key=lambda e: self.engines[e].inflight())
-        home = max(candidates, key=lambda e: hashlib.sha256(f"{e}|{key}".encode()).digest())
-        least = min(candidates, key=lambda e: self.engines[e].inflight())
-        if self.engines[home].inflight() > 2 * self.engines[least].inflight() + 4:
-            return least
-        return home
+    def inflight(self, engine: str) -> int:
+        """Requests in flight on `engine` (base model and adapters)."""
+        return self.engines[engine].inflight()
+
+    def resident_keys(self) -> set[str]:
+        """Every version that is ready on at least one engine."""
+        return {
+            key
+            for eng in self.engines.values()
+            for key, slot in eng.slots.items()
+            if slot.state is SlotState.READY
+        }
+
+    def is_resident(self, engine: str, key: str) -> bool:
+        slot = self.engines[engine].slots.get(key)
+        return slot is not None and slot.state is SlotState.READY
 
     def view(self, engine: str) -> list[SlotView]:
         eng = self.engines[engine]

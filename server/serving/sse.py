@@ -9,11 +9,7 @@ by `data: [DONE]` (what vLLM and OpenAI clients expect).
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
 
 from server.errors import LoragateError
 
@@ -71,19 +67,3 @@ class SSERewriter:
 
 def error_event(exc: LoragateError) -> bytes:
     return b"data: " + json.dumps(exc.to_openai()).encode() + b"\n\n"
-
-
-class ReleasingStreamingResponse(StreamingResponse):
-    """A `StreamingResponse` that always runs `on_close` — after the last byte, after a client
-    disconnect, and even if the body was never iterated — so the adapter lease and the
-    upstream request are released exactly once."""
-
-    def __init__(self, *args: Any, on_close: Callable[[], Awaitable[None]], **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            await self._on_close()

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from server.admin_client import (
+from server.cli.admin_client import (
     AdminClient,
     Refused,
     Unreachable,
@@ -27,9 +27,14 @@ from server.admin_client import (
     status_table,
 )
 from server.errors import LoragateError
-from server.manifest import EvalReport, PromptTemplate
-from server.store import AdapterStore
-from server.validation import BaseModelSpec, ValidationLimits, demo_base_config, validate_version
+from server.store.manifest import EvalReport, PromptTemplate
+from server.store.store import AdapterStore
+from server.store.validation import (
+    BaseModelSpec,
+    ValidationLimits,
+    demo_base_config,
+    validate_version,
+)
 
 app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
 adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")
@@ -113,8 +118,8 @@ def evaluate(
     """Send a held-out set through the gateway, score it, record evals/<dataset>.json."""
     import asyncio
 
-    from server import evaluation as ev
-    from server.refs import AdapterRef
+    from server.releases import evaluation as ev
+    from server.store.refs import AdapterRef
 
     ref = AdapterRef.parse(model)
     if ref.version is None:

@@ -8,9 +8,9 @@
 ```
 
 Scanning reads manifests only (fast: thousands of versions per second); the deep rules of
-`server.validation` run on demand and are cached by file identity. All methods block on disk
+`server.store.validation` run on demand and are cached by file identity. All methods block on disk
 I/O; async code calls them through `asyncio.to_thread`.
-The values a scan publishes (`Snapshot`, `AdapterVersion`, …) live in `server.snapshot`.
+The values a scan publishes (`Snapshot`, `AdapterVersion`, …) live in `server.store.snapshot`.
 """
 
 from __future__ import annotations
@@ -34,14 +34,14 @@ from server.errors import (
     StoreError,
     VersionExists,
 )
-from server.fsutil import FileLock, append_line, atomic_write, tree_fingerprint, visible_dirs
-from server.manifest import AuditEntry, Channels, EvalReport, utcnow
-from server.refs import check_name, check_version, version_key
-from server.snapshot import Adapter as Adapter
-from server.snapshot import AdapterVersion as AdapterVersion
-from server.snapshot import BrokenEntry as BrokenEntry
-from server.snapshot import Snapshot as Snapshot
-from server.validation import (
+from server.store.fsutil import FileLock, append_line, atomic_write, tree_fingerprint, visible_dirs
+from server.store.manifest import AuditEntry, Channels, EvalReport, utcnow
+from server.store.refs import check_name, check_version, version_key
+from server.store.snapshot import Adapter as Adapter
+from server.store.snapshot import AdapterVersion as AdapterVersion
+from server.store.snapshot import BrokenEntry as BrokenEntry
+from server.store.snapshot import Snapshot as Snapshot
+from server.store.validation import (
     CONFIG_FILE,
     EVALS_DIR,
     MANIFEST_FILE,

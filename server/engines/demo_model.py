@@ -14,7 +14,7 @@ model where vLLM would load it.
 torch and transformers are imported inside the functions that need them: the gateway imports
 the `server` package without either installed.
 
-    python -m server.demo_model          # build (if needed) and print the path
+    python -m server.engines.demo_model          # build (if needed) and print the path
 """
 
 from __future__ import annotations

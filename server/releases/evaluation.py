@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from server.manifest import EvalReport
+from server.store.manifest import EvalReport
 
 _PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
 DEFAULT_DENY = (r"<\|im_(start|end)\|>", r"<\|endoftext\|>")

@@ -1,0 +1,5 @@
+"""The `loragate` command line (the only part of loragate that prints).
+
+- `main`          the typer app: serve, eval, adapters …
+- `admin_client`  the admin API over HTTP, and the tables the CLI prints
+"""

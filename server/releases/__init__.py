@@ -1,0 +1,6 @@
+"""Adapters as releases: promotion through an eval gate, rollback, canaries, pins.
+
+- `service`     `ReleaseService`: the admin operations over the store and the registry
+- `gate`        the promotion gate: candidate vs stable (or baseline) on one dataset
+- `evaluation`  scoring a held-out set sent through the serving stack (`loragate eval`)
+"""
