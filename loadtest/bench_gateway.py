@@ -62,16 +62,21 @@ async def drive(url: str, arrivals: list[Arrival], model_map: dict[str, str]) ->
 
         await asyncio.gather(*(one(a) for a in arrivals))
         wall = time.perf_counter() - start
-    ms = {f"p{round(q * 100)}_ms": round(percentile(latencies, q) * 1000, 1)
-          for q in (0.5, 0.95, 0.99)}  # fmt: skip
+    ms = {
+        f"p{round(q * 100)}_ms": round(percentile(latencies, q) * 1000, 1)
+        for q in (0.5, 0.95, 0.99)
+    }
     return {
-        "requests": len(arrivals), "codes": codes, "wall_s": round(wall, 2),
-        "throughput_rps": round(len(arrivals) / wall, 1), **ms,
+        "requests": len(arrivals),
+        "codes": codes,
+        "wall_s": round(wall, 2),
+        "throughput_rps": round(len(arrivals) / wall, 1),
+        **ms,
         "mean_ms": round(statistics.fmean(latencies) * 1000, 1),
         "overhead_p50_ms": round(percentile(overheads, 0.5), 3) if overheads else None,
         "overhead_p99_ms": round(percentile(overheads, 0.99), 3) if overheads else None,
         "_latencies": latencies,
-    }  # fmt: skip
+    }
 
 
 def build_store(root: Path, names: list[str]) -> AdapterStore:
@@ -80,8 +85,9 @@ def build_store(root: Path, names: list[str]) -> AdapterStore:
     store = AdapterStore(root / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
     for name in names:
         add_version(store, root, name, "v1")
-        store.update_channels(name, lambda c: Channels(stable="v1"), actor="bench",
-                              action="promote")  # fmt: skip
+        store.update_channels(
+            name, lambda c: Channels(stable="v1"), actor="bench", action="promote"
+        )
     return store
 
 
@@ -107,16 +113,30 @@ def process(args: list[str], health_url: str) -> Iterator[subprocess.Popen[bytes
 def sim_engine(args: argparse.Namespace) -> contextlib.AbstractContextManager[Any]:
     port = free_port()
     command = [
-        sys.executable, "-m", "loadtest.simengine", "--port", str(port), "--model", "tiny-base",
-        "--max-loras", str(args.max_loras), "--max-cpu-loras", str(args.slots),
-        "--load-ms", str(args.load_ms), "--ttft-ms", str(args.ttft_ms),
-        "--token-ms", str(args.token_ms),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "loadtest.simengine",
+        "--port",
+        str(port),
+        "--model",
+        "tiny-base",
+        "--max-loras",
+        str(args.max_loras),
+        "--max-cpu-loras",
+        str(args.slots),
+        "--load-ms",
+        str(args.load_ms),
+        "--ttft-ms",
+        str(args.ttft_ms),
+        "--token-ms",
+        str(args.token_ms),
+    ]
     return process(command, f"http://127.0.0.1:{port}/health")
 
 
-def run_direct(args: argparse.Namespace, store: AdapterStore, names: list[str],
-               arrivals: list[Arrival]) -> dict[str, Any]:  # fmt: skip
+def run_direct(
+    args: argparse.Namespace, store: AdapterStore, names: list[str], arrivals: list[Arrival]
+) -> dict[str, Any]:
     """Bare vLLM: every adapter registered up front; the CPU cache reloads them silently."""
     with sim_engine(args) as engine:
         url = _url_of(engine)
@@ -129,8 +149,13 @@ def run_direct(args: argparse.Namespace, store: AdapterStore, names: list[str],
     return result
 
 
-def run_gateway(args: argparse.Namespace, store: AdapterStore, names: list[str],
-                arrivals: list[Arrival], tmp: Path) -> dict[str, Any]:  # fmt: skip
+def run_gateway(
+    args: argparse.Namespace,
+    store: AdapterStore,
+    names: list[str],
+    arrivals: list[Arrival],
+    tmp: Path,
+) -> dict[str, Any]:
     from tests.factory import TINY_CONFIG
 
     with sim_engine(args) as engine:
@@ -138,13 +163,28 @@ def run_gateway(args: argparse.Namespace, store: AdapterStore, names: list[str],
         base_config = tmp / "base-config.json"
         base_config.write_text(json.dumps(TINY_CONFIG))
         config = tmp / "gateway.yaml"
-        config.write_text(json.dumps({
-            "store": str(store.root), "base_model": "tiny-base", "base_config": str(base_config),
-            "engines": [{"url": engine_url, "max_cpu_loras": args.slots}],
-            "rollback_window_s": 0, "load_wait_timeout_s": 30,
-        }))  # fmt: skip
-        serve = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config),
-                 "--port", str(port)]  # fmt: skip
+        config.write_text(
+            json.dumps(
+                {
+                    "store": str(store.root),
+                    "base_model": "tiny-base",
+                    "base_config": str(base_config),
+                    "engines": [{"url": engine_url, "max_cpu_loras": args.slots}],
+                    "rollback_window_s": 0,
+                    "load_wait_timeout_s": 30,
+                }
+            )
+        )
+        serve = [
+            sys.executable,
+            "-m",
+            "server.cli.main",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+        ]
         url = f"http://127.0.0.1:{port}"
         with process(serve, f"{url}/readyz"):
             result = asyncio.run(drive(url, arrivals, {n: n for n in names}))

@@ -64,14 +64,20 @@ def engines(
     procs = []
     try:
         for i, model in enumerate(models):
-            cfg = ManagedEngine(model=str(model), port=free_port(), max_loras=3,
-                                omp_threads_bind=binds[i])  # fmt: skip
+            cfg = ManagedEngine(
+                model=str(model), port=free_port(), max_loras=3, omp_threads_bind=binds[i]
+            )
             command = engine_command(cfg, 3, model, "demo-base")
             if not lora:
                 command.remove("--enable-lora")
             log = (log_dir / f"engine-{i}.log").open("wb")
-            proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                    env=engine_env(cfg), start_new_session=True)  # fmt: skip
+            proc = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=engine_env(cfg),
+                start_new_session=True,
+            )
             procs.append((f"http://127.0.0.1:{cfg.port}", proc))
         for url, proc in procs:
             deadline = time.monotonic() + 600
@@ -104,16 +110,21 @@ def merge(base: Path, adapter: Path, out: Path) -> Path:
     merged = PeftModel.from_pretrained(model, adapter).merge_and_unload()
     tmp = out.with_name(out.name + ".tmp")
     merged.save_pretrained(tmp)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja",
-                 "generation_config.json"):  # fmt: skip
+    for name in (
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "generation_config.json",
+    ):
         if (base / name).exists():
             shutil.copy(base / name, tmp / name)
     tmp.rename(out)
     return out
 
 
-async def mix(targets: dict[str, tuple[str, str]], prompts: dict[str, list[str]],
-              max_tokens: int) -> list[float]:  # fmt: skip
+async def mix(
+    targets: dict[str, tuple[str, str]], prompts: dict[str, list[str]], max_tokens: int
+) -> list[float]:
     """One concurrent stream of requests per task; latency of each request (s)."""
     latencies: list[float] = []
     async with httpx.AsyncClient(timeout=600) as http:
@@ -122,8 +133,12 @@ async def mix(targets: dict[str, tuple[str, str]], prompts: dict[str, list[str]]
             url, model = targets[task]
             for prompt in prompts[task]:
                 t0 = time.perf_counter()
-                body = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                        "temperature": 0}  # fmt: skip
+                body = {
+                    "model": model,
+                    "prompt": prompt,
+                    "max_tokens": max_tokens,
+                    "temperature": 0,
+                }
                 r = await http.post(f"{url}/v1/completions", json=body)
                 r.raise_for_status()
                 latencies.append(time.perf_counter() - t0)
@@ -138,11 +153,16 @@ def summary(latencies: list[float], pss: list[int], wall: float) -> dict[str, An
     def pick(q: float) -> int:
         return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000)
 
-    return {"engines": len(pss), "pss_gib": round(sum(pss) / 2**30, 2),
-            "pss_gib_each": [round(p / 2**30, 2) for p in pss], "requests": len(latencies),
-            "p50_ms": pick(0.5), "p99_ms": pick(0.99),
-            "mean_ms": round(statistics.fmean(latencies) * 1000),
-            "wall_s": round(wall, 1)}  # fmt: skip
+    return {
+        "engines": len(pss),
+        "pss_gib": round(sum(pss) / 2**30, 2),
+        "pss_gib_each": [round(p / 2**30, 2) for p in pss],
+        "requests": len(latencies),
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "mean_ms": round(statistics.fmean(latencies) * 1000),
+        "wall_s": round(wall, 1),
+    }
 
 
 def main() -> None:
@@ -151,8 +171,11 @@ def main() -> None:
     parser.add_argument("--version", default="v2")
     parser.add_argument("--requests-per-task", type=int, default=12)
     parser.add_argument("--max-tokens", type=int, default=24)
-    parser.add_argument("--lora-bind", default="0", help="VLLM_CPU_OMP_THREADS_BIND of the "
-                        "LoRA engine, e.g. 0-1 for two OpenMP threads")  # fmt: skip
+    parser.add_argument(
+        "--lora-bind",
+        default="0",
+        help="VLLM_CPU_OMP_THREADS_BIND of the LoRA engine, e.g. 0-1 for two OpenMP threads",
+    )
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/loragate/bench")
     parser.add_argument("--out", type=Path, default=Path("loadtest/results/merged_vs_lora.json"))
     args = parser.parse_args()
@@ -161,10 +184,12 @@ def main() -> None:
     store.scan()
     versions = {t: store.version(t, args.version) for t in TASKS}
     prompts = {
-        t: [versions[t].manifest.prompt_template.render(e.input) for e in
-            load_examples(Path("datasets") / t / "heldout.jsonl", args.requests_per_task)]
+        t: [
+            versions[t].manifest.prompt_template.render(e.input)
+            for e in load_examples(Path("datasets") / t / "heldout.jsonl", args.requests_per_task)
+        ]
         for t in TASKS
-    }  # fmt: skip
+    }
     args.work.mkdir(parents=True, exist_ok=True)
     results: dict[str, Any] = {}
 
@@ -176,8 +201,9 @@ def main() -> None:
             body = {"lora_name": versions[t].engine_name, "lora_path": str(versions[t].path)}
             httpx.post(f"{url}/v1/load_lora_adapter", json=body, timeout=120).raise_for_status()
         start = time.perf_counter()
-        lat = asyncio.run(mix({t: (url, versions[t].engine_name) for t in TASKS}, prompts,
-                              args.max_tokens))  # fmt: skip
+        lat = asyncio.run(
+            mix({t: (url, versions[t].engine_name) for t in TASKS}, prompts, args.max_tokens)
+        )
         wall = time.perf_counter() - start
         results["one_base_three_loras"] = summary(lat, [tree_pss_bytes(pid)], wall)
 
@@ -185,8 +211,13 @@ def main() -> None:
     binds = [str(cores[i % len(cores)]) for i in range(len(merged))]
     with engines(merged, lora=False, log_dir=args.work, binds=binds) as started:
         start = time.perf_counter()
-        lat = asyncio.run(mix({t: (started[i][0], "demo-base") for i, t in enumerate(TASKS)},
-                              prompts, args.max_tokens))  # fmt: skip
+        lat = asyncio.run(
+            mix(
+                {t: (started[i][0], "demo-base") for i, t in enumerate(TASKS)},
+                prompts,
+                args.max_tokens,
+            )
+        )
         results["three_merged_models"] = summary(
             lat, [tree_pss_bytes(pid) for _, pid in started], time.perf_counter() - start
         )

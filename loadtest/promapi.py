@@ -69,14 +69,19 @@ class PrometheusAPI:
         if data["resultType"] == "scalar":
             t, v = data["result"]
             return [Series({}, [(float(t), float(v))])]
-        return [Series(r["metric"], [(float(r["value"][0]), float(r["value"][1]))])
-                for r in data["result"]]  # fmt: skip
+        return [
+            Series(r["metric"], [(float(r["value"][0]), float(r["value"][1]))])
+            for r in data["result"]
+        ]
 
     def query_range(self, expr: str, start: float, end: float, step: float) -> list[Series]:
-        data = self._get("query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}",
-                         step=f"{step:g}")  # fmt: skip
-        return [Series(r["metric"], [(float(t), float(v)) for t, v in r["values"]])
-                for r in data["result"]]  # fmt: skip
+        data = self._get(
+            "query_range", query=expr, start=f"{start:.3f}", end=f"{end:.3f}", step=f"{step:g}"
+        )
+        return [
+            Series(r["metric"], [(float(t), float(v)) for t, v in r["values"]])
+            for r in data["result"]
+        ]
 
     def alerts(self) -> list[dict[str, Any]]:
         """Active alerts (pending and firing)."""

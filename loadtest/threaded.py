@@ -56,11 +56,15 @@ class ThreadedServer:
         self.app = app
         self.host, self.port, self.name = host, port, name
         self._config = uvicorn.Config(
-            app, log_config=None, log_level="warning", access_log=False, ws="none",
+            app,
+            log_config=None,
+            log_level="warning",
+            access_log=False,
+            ws="none",
             lifespan=lifespan,
             # Annotated int, but uvicorn hands it to asyncio.wait_for, which takes seconds.
             timeout_graceful_shutdown=graceful_shutdown_s,  # type: ignore[arg-type]
-        )  # fmt: skip
+        )
         self._before_stop = before_stop
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -85,9 +89,11 @@ class ThreadedServer:
         self.url = f"http://{f'[{host}]' if ':' in host else host}:{port}"
         self._server = uvicorn.Server(self._config)
         self._thread = threading.Thread(
-            target=self._server.run, kwargs={"sockets": [self._sock]},
-            name=f"{self.name}-{port}", daemon=True,
-        )  # fmt: skip
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name=f"{self.name}-{port}",
+            daemon=True,
+        )
         self._thread.start()
         deadline = time.monotonic() + START_TIMEOUT_S
         while not self._server.started:

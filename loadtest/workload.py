@@ -22,9 +22,14 @@ def zipf_weights(n: int, s: float) -> list[float]:
 
 
 def poisson_zipf(
-    models: list[str], *, rate_per_s: float, duration_s: float, zipf_s: float = 1.1,
-    max_tokens: int = 16, seed: int = 0,
-) -> list[Arrival]:  # fmt: skip
+    models: list[str],
+    *,
+    rate_per_s: float,
+    duration_s: float,
+    zipf_s: float = 1.1,
+    max_tokens: int = 16,
+    seed: int = 0,
+) -> list[Arrival]:
     """Arrivals with exponential gaps (Poisson process) and Zipf-distributed adapters."""
     rng = random.Random(seed)
     weights = zipf_weights(len(models), zipf_s)

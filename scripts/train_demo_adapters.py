@@ -211,9 +211,12 @@ def generate(model: Any, tokenizer: Any, prompts: list[str], max_tokens: int) ->
         enc = tokenizer(chunk, return_tensors="pt", padding=True)
         with torch.no_grad():
             generated = model.generate(
-                **enc, max_new_tokens=max_tokens, do_sample=False,
-                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )  # fmt: skip
+                **enc,
+                max_new_tokens=max_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
         for row in generated[:, enc.input_ids.shape[1] :]:
             text = tokenizer.decode(row, skip_special_tokens=True)
             outputs.append(text.strip().split("\n")[0].strip())
@@ -291,12 +294,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "prompt_template": prompt["completion"],
                 "max_tokens": prompt["max_tokens"],
                 "dataset": f"datasets/{task}/train.jsonl",
-                "recipe": {**asdict(recipe), "batch_size": BATCH_SIZE, "lr": LEARNING_RATE,
-                           "seed": SEED, **LORA},
+                "recipe": {
+                    **asdict(recipe),
+                    "batch_size": BATCH_SIZE,
+                    "lr": LEARNING_RATE,
+                    "seed": SEED,
+                    **LORA,
+                },
                 "loss_first": round(losses[0], 4),
                 "loss_last": round(losses[-1], 4),
                 "train_s": round(train_s, 1),
-            }  # fmt: skip
+            }
             if args.eval:
                 started = time.monotonic()
                 result = evaluate(model, tokenizer, prompt, heldout)
@@ -306,8 +314,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             (task_dir / f"{version}.json").write_text(json.dumps(info, indent=2) + "\n")
             results[task][version] = info
             score = info.get("eval", {}).get("score")
-            log(f"{task} {version}: {train_s:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
-                f"{prompt['metric']} {score}")  # fmt: skip
+            log(
+                f"{task} {version}: {train_s:.0f} s, loss {losses[0]:.3f} -> {losses[-1]:.3f}, "
+                f"{prompt['metric']} {score}"
+            )
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -82,87 +82,125 @@ class Metrics:
         self.registry = r = registry or CollectorRegistry()
         # Registry: residency, swaps, thrashing.
         self.adapter_load_seconds = Histogram(
-            "loragate_adapter_load_seconds", "Duration of the engine's adapter load call",
-            ["engine"], buckets=LOAD_BUCKETS, registry=r,
-        )  # fmt: skip
+            "loragate_adapter_load_seconds",
+            "Duration of the engine's adapter load call",
+            ["engine"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
         self.adapter_loads = Counter(
-            "loragate_adapter_loads_total", "Adapter versions loaded onto an engine",
-            ["engine", "adapter"], registry=r,
-        )  # fmt: skip
+            "loragate_adapter_loads_total",
+            "Adapter versions loaded onto an engine",
+            ["engine", "adapter"],
+            registry=r,
+        )
         self.adapter_load_failures = Counter(
-            "loragate_adapter_load_failures_total", "Adapter loads that failed or were not listed",
-            ["engine", "adapter"], registry=r,
-        )  # fmt: skip
+            "loragate_adapter_load_failures_total",
+            "Adapter loads that failed or were not listed",
+            ["engine", "adapter"],
+            registry=r,
+        )
         self.adapter_evictions = Counter(
-            "loragate_adapter_evictions_total", "Adapter versions unloaded to free a slot",
-            ["engine", "adapter"], registry=r,
-        )  # fmt: skip
+            "loragate_adapter_evictions_total",
+            "Adapter versions unloaded to free a slot",
+            ["engine", "adapter"],
+            registry=r,
+        )
         self.adapter_thrash = Counter(
             "loragate_adapter_thrash_total",
             "Adapter versions reloaded within thrash_window_s of their eviction",
-            ["adapter"], registry=r,
-        )  # fmt: skip
-        self.resident_adapters = Gauge(
-            "loragate_resident_adapters", "Adapter versions resident on an engine", ["engine"],
+            ["adapter"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.resident_adapters = Gauge(
+            "loragate_resident_adapters",
+            "Adapter versions resident on an engine",
+            ["engine"],
+            registry=r,
+        )
         self.adapter_slots = Gauge(
-            "loragate_adapter_slots", "Adapter slots the registry manages on an engine",
-            ["engine"], registry=r,
-        )  # fmt: skip
+            "loragate_adapter_slots",
+            "Adapter slots the registry manages on an engine",
+            ["engine"],
+            registry=r,
+        )
         self.registry_lookups = Counter(
-            "loragate_registry_lookups_total", "Adapter acquisitions by outcome (hit or miss)",
-            ["engine", "result"], registry=r,
-        )  # fmt: skip
+            "loragate_registry_lookups_total",
+            "Adapter acquisitions by outcome (hit or miss)",
+            ["engine", "result"],
+            registry=r,
+        )
         self.load_wait_seconds = Histogram(
-            "loragate_load_wait_seconds", "Time a request waited for its adapter to be resident",
-            ["engine"], buckets=LOAD_BUCKETS, registry=r,
-        )  # fmt: skip
+            "loragate_load_wait_seconds",
+            "Time a request waited for its adapter to be resident",
+            ["engine"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
         self.swaps = WindowCounter(window_s)
         self.adapter_requests = WindowCounter(window_s)
         r.register(_SwapRatio(self.swaps, self.adapter_requests))
         # Requests.
         self.requests = Counter(
-            "loragate_requests_total", "Requests answered, by adapter, version, tenant, status",
-            ["adapter", "version", "tenant", "code"], registry=r,
-        )  # fmt: skip
+            "loragate_requests_total",
+            "Requests answered, by adapter, version, tenant, status",
+            ["adapter", "version", "tenant", "code"],
+            registry=r,
+        )
         self.request_duration_seconds = Histogram(
-            "loragate_request_duration_seconds", "Time from request to the last byte",
-            ["adapter", "version"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "loragate_request_duration_seconds",
+            "Time from request to the last byte",
+            ["adapter", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.time_to_first_token_seconds = Histogram(
-            "loragate_time_to_first_token_seconds", "Time from request to the first streamed byte",
-            ["adapter"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "loragate_time_to_first_token_seconds",
+            "Time from request to the first streamed byte",
+            ["adapter"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter(
-            "loragate_tokens_total", "Tokens reported by the engine's usage fields",
-            ["adapter", "kind"], registry=r,
-        )  # fmt: skip
+            "loragate_tokens_total",
+            "Tokens reported by the engine's usage fields",
+            ["adapter", "kind"],
+            registry=r,
+        )
         self.gateway_overhead_seconds = Histogram(
             "loragate_gateway_overhead_seconds",
             "Time spent in the gateway itself (excluding waiting on the engine)",
-            buckets=OVERHEAD_BUCKETS, registry=r,
-        )  # fmt: skip
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
         self.inflight_requests = Gauge(
             "loragate_inflight_requests", "Requests in flight to an engine", ["engine"], registry=r
         )
         self.engine_restarts = Counter(
-            "loragate_engine_restarts_total", "Managed engine processes that exited and restarted",
-            ["engine"], registry=r,
-        )  # fmt: skip
-        self.engine_up = Gauge(
-            "loragate_engine_up", "1 if the engine answered its last health check", ["engine"],
+            "loragate_engine_restarts_total",
+            "Managed engine processes that exited and restarted",
+            ["engine"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.engine_up = Gauge(
+            "loragate_engine_up",
+            "1 if the engine answered its last health check",
+            ["engine"],
+            registry=r,
+        )
         # Releases.
         self.promotions = Counter(
-            "loragate_promotions_total", "Versions promoted to stable (forced: past the eval gate)",
-            ["adapter", "forced"], registry=r,
-        )  # fmt: skip
-        self.rollbacks = Counter(
-            "loragate_rollbacks_total", "Rollbacks of stable to the previous version", ["adapter"],
+            "loragate_promotions_total",
+            "Versions promoted to stable (forced: past the eval gate)",
+            ["adapter", "forced"],
             registry=r,
-        )  # fmt: skip
+        )
+        self.rollbacks = Counter(
+            "loragate_rollbacks_total",
+            "Rollbacks of stable to the previous version",
+            ["adapter"],
+            registry=r,
+        )
 
     def track_versions(self, versions: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
         """Export `loragate_active_version_info` from (adapter, version, channel) triples."""

@@ -42,9 +42,10 @@ class Runtime:
         self.settings = settings
         self.metrics = Metrics(window_s=settings.swap_ratio_window_s)
         base = BaseModelSpec.from_config_file(
-            settings.base_config or demo_base_config(), settings.base_model,
+            settings.base_config or demo_base_config(),
+            settings.base_model,
             tuple(settings.base_aliases),
-        )  # fmt: skip
+        )
         self.store = AdapterStore(
             settings.store, base, ValidationLimits(max_lora_rank=settings.max_lora_rank)
         )
@@ -63,26 +64,38 @@ class Runtime:
         )
         self.supervisors = [
             EngineSupervisor(
-                name, cfg.managed, cfg.max_cpu_loras, settings.base_model, settings.log_dir,
+                name,
+                cfg.managed,
+                cfg.max_cpu_loras,
+                settings.base_model,
+                settings.log_dir,
                 on_ready=self.check_engines,
                 on_restart=functools.partial(self._engine_exited, name),
             )
             for name, cfg in zip(names, settings.engines, strict=True)
             if cfg.managed is not None and engines is None
-        ]  # fmt: skip
+        ]
         self.placement = Placement(self.registry)
         self.router = Router(self.store, settings.base_model)
         self.tenants = Tenants(settings.tenants_file)
         self.catalog = ModelCatalog(self.store, self.placement, settings.base_model)
         self.gateway = Gateway(
-            self.router, self.placement, self.engines, self.metrics, Limiter(),
+            self.router,
+            self.placement,
+            self.engines,
+            self.metrics,
+            Limiter(),
             hide_foreign=settings.hide_foreign_adapters,
             max_prompt_chars=settings.max_prompt_chars,
-        )  # fmt: skip
+        )
         self.releases = ReleaseService(
-            self.store, self.registry, self.metrics, engines_up=self.placement.up_engines,
-            pins_changed=self._apply_pins, max_upload_bytes=settings.max_upload_bytes,
-        )  # fmt: skip
+            self.store,
+            self.registry,
+            self.metrics,
+            engines_up=self.placement.up_engines,
+            pins_changed=self._apply_pins,
+            max_upload_bytes=settings.max_upload_bytes,
+        )
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
@@ -90,9 +103,12 @@ class Runtime:
     def _client(self, name: str, url: str) -> EngineClient:
         s = self.settings
         return HttpEngineClient(
-            name, url, connect_timeout_s=s.connect_timeout_s,
-            request_timeout_s=s.request_timeout_s, load_timeout_s=s.load_timeout_s,
-        )  # fmt: skip
+            name,
+            url,
+            connect_timeout_s=s.connect_timeout_s,
+            request_timeout_s=s.request_timeout_s,
+            load_timeout_s=s.load_timeout_s,
+        )
 
     async def _check_version(self, version: AdapterVersion) -> None:
         """Before any load: raises `VersionNotReady` (503) while the version's files fail
@@ -102,8 +118,9 @@ class Runtime:
         except AdapterInvalid as exc:
             raise VersionNotReady(
                 f"{version.engine_name} is not servable: {exc.message} (still being copied "
-                "into the store, or broken)", retry_after_s=1.0,
-            ) from None  # fmt: skip
+                "into the store, or broken)",
+                retry_after_s=1.0,
+            ) from None
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -115,9 +132,14 @@ class Runtime:
             )
         snapshot = await asyncio.to_thread(self.store.scan)
         self._store_mark = await asyncio.to_thread(self.store.fingerprint)
-        log.info("store loaded", extra={"adapters": len(snapshot.adapters),
-                                         "versions": snapshot.version_count(),
-                                         "broken": len(snapshot.broken)})  # fmt: skip
+        log.info(
+            "store loaded",
+            extra={
+                "adapters": len(snapshot.adapters),
+                "versions": snapshot.version_count(),
+                "broken": len(snapshot.broken),
+            },
+        )
         self._apply_pins()
         for supervisor in self.supervisors:
             supervisor.start()

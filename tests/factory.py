@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from safetensors.numpy import save_file
 
+from server.store.manifest import Channels
 from server.store.store import AdapterStore, AdapterVersion
 from server.store.validation import BaseModelSpec, architecture_sha256
 
@@ -89,5 +91,11 @@ def add_version(
     store: AdapterStore, tmp: Path, name: str, version: str, seed: int = 0, **fields: Any
 ) -> AdapterVersion:
     src = make_peft_dir(tmp / f"peft-{name}-{version}", spec=store.base or TINY_SPEC, seed=seed)
-    return store.package(src, manifest_fields(store.base or TINY_SPEC, **fields),
-                         name=name, version=version)  # fmt: skip
+    return store.package(
+        src, manifest_fields(store.base or TINY_SPEC, **fields), name=name, version=version
+    )
+
+
+def set_channels(channels: Channels) -> Callable[[Channels], Channels]:
+    """An `update_channels` change that replaces the channels with `channels`."""
+    return lambda _current: channels

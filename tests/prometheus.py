@@ -35,8 +35,9 @@ def prometheus_binary() -> str | None:
 def config_for_test(targets: Mapping[str, list[str]], rule_file: Path) -> dict[str, Any]:
     """deploy/prometheus/prometheus.yml with `targets` per job name and 1 s intervals."""
     config: dict[str, Any] = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
-    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s",
-                             "scrape_timeout": "1s"})  # fmt: skip
+    config["global"].update(
+        {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"}
+    )
     config["rule_files"] = [str(rule_file)]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(targets) <= set(jobs), f"unknown jobs {set(targets) - set(jobs)}"
@@ -92,11 +93,16 @@ class PrometheusServer:
     def __enter__(self) -> PrometheusServer:
         with self.log.open("wb") as out:
             self._proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.config_file}",
-                 f"--storage.tsdb.path={self.dir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-                stdout=out, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                [
+                    self.binary,
+                    f"--config.file={self.config_file}",
+                    f"--storage.tsdb.path={self.dir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--log.level=warn",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self._proc.poll() is not None:

@@ -17,9 +17,13 @@ def tiny_settings(store: Path, engine_urls: list[str], tmp: Path, **overrides: A
     base_config = tmp / "tiny-base-config.json"
     base_config.write_text(json.dumps(TINY_CONFIG))
     data: dict[str, Any] = {
-        "store": store, "base_model": "tiny-base", "base_config": base_config,
+        "store": store,
+        "base_model": "tiny-base",
+        "base_config": base_config,
         "engines": [{"url": u, "max_cpu_loras": 2} for u in engine_urls],
-        "load_wait_timeout_s": 2.0, "reconcile_interval_s": 60.0, "log_json": False,
+        "load_wait_timeout_s": 2.0,
+        "reconcile_interval_s": 60.0,
+        "log_json": False,
         **overrides,
-    }  # fmt: skip
+    }
     return Settings(**data)

@@ -222,9 +222,15 @@ class SimEngine:
         return Job(served, adapter, tuple(prompts), tuple(choices))
 
     def _plan_choice(
-        self, served: str, prompt: Prompt, p_index: int, *, sample: int, n: int,
+        self,
+        served: str,
+        prompt: Prompt,
+        p_index: int,
+        *,
+        sample: int,
+        n: int,
         max_tokens: int | None,
-    ) -> Choice:  # fmt: skip
+    ) -> Choice:
         limit = self.config.max_model_len
         if prompt.num_tokens > limit:
             # vllm/renderers/params.py TokenizeParams._token_len_check
@@ -247,9 +253,12 @@ class SimEngine:
             )
         natural = self.config.answer_tokens
         pieces = answer_pieces(
-            model=served, prompt=prompt, choice=sample, seed=self.config.seed,
+            model=served,
+            prompt=prompt,
+            choice=sample,
+            seed=self.config.seed,
             length=min(budget, natural),
-        )  # fmt: skip
+        )
         finish = "stop" if natural <= budget else "length"
         return Choice(p_index * n + sample, p_index, tuple(pieces), finish)
 

@@ -113,13 +113,38 @@ _MAX_ERROR_CHARS = 1000
 _BRACKETED = re.compile(r"[\[\]{}()]")
 _INTERNAL_LOC_MARKERS = frozenset(
     {
-        "function-wrap", "function-after", "function-before", "function-plain",
-        "json-or-python", "lax-or-strict", "chain", "default", "nullable", "tagged-union",
-        "union", "call", "arguments", "is-instance", "is-subclass", "callable", "str", "int",
-        "float", "bool", "bytes", "bytearray", "list", "tuple", "dict", "set", "frozenset",
-        "complex", "none", "nonetype",
+        "function-wrap",
+        "function-after",
+        "function-before",
+        "function-plain",
+        "json-or-python",
+        "lax-or-strict",
+        "chain",
+        "default",
+        "nullable",
+        "tagged-union",
+        "union",
+        "call",
+        "arguments",
+        "is-instance",
+        "is-subclass",
+        "callable",
+        "str",
+        "int",
+        "float",
+        "bool",
+        "bytes",
+        "bytearray",
+        "list",
+        "tuple",
+        "dict",
+        "set",
+        "frozenset",
+        "complex",
+        "none",
+        "nonetype",
     }
-)  # fmt: skip
+)
 
 
 def validation_message(errors: list[Any]) -> tuple[str, str | None]:

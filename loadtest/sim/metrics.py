@@ -61,13 +61,18 @@ class SimCollector(Collector):
                 "Hidden reloads: a registered adapter outside the CPU LRU was read again.",
                 stats.cpu_cache_reloads,
             ),
-            ("sim_lora_cpu_cache_evictions", "Adapters evicted from the CPU LRU.",
-             stats.cpu_cache_evictions),
-            ("sim_requests_cancelled", "Requests abandoned by their client.",
-             stats.requests_cancelled),
-            ("sim_requests_failed", "Requests failed by an injected fault.",
-             stats.requests_failed),
-        ]  # fmt: skip
+            (
+                "sim_lora_cpu_cache_evictions",
+                "Adapters evicted from the CPU LRU.",
+                stats.cpu_cache_evictions,
+            ),
+            (
+                "sim_requests_cancelled",
+                "Requests abandoned by their client.",
+                stats.requests_cancelled,
+            ),
+            ("sim_requests_failed", "Requests failed by an injected fault.", stats.requests_failed),
+        ]
         for name, documentation, value in simple:
             yield CounterMetricFamily(name, documentation, value=value)
         per_model = CounterMetricFamily(

@@ -47,11 +47,15 @@ class SimEngineServer(ThreadedServer):
             self.config = SimConfig.model_validate(self.config.model_dump())
         app = create_app(self.config)
         super().__init__(
-            app, host=self.config.host, port=self.config.port, name="simengine", lifespan="on",
+            app,
+            host=self.config.host,
+            port=self.config.port,
+            name="simengine",
+            lifespan="on",
             graceful_shutdown_s=self.config.graceful_shutdown_s,
             # Open streams end now, not after the grace time.
             before_stop=lambda: get_engine_of(app).abort_threadsafe(),
-        )  # fmt: skip
+        )
 
     @property
     def engine(self) -> SimEngine:

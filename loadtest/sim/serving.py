@@ -243,8 +243,16 @@ async def chat_stream(engine: SimEngine, job: Job, reply: Reply, role: str) -> A
                     for index in sent:
                         yield _sse(_chat_role_chunk(job, reply, index, role))
                 sent[event.choice] += 1
-                yield _sse(_chat_token_chunk(job, reply, event.choice, event.text,
-                                             event.finish_reason, sent[event.choice]))  # fmt: skip
+                yield _sse(
+                    _chat_token_chunk(
+                        job,
+                        reply,
+                        event.choice,
+                        event.text,
+                        event.finish_reason,
+                        sent[event.choice],
+                    )
+                )
         if reply.include_usage:
             final = ChatCompletionStreamResponse(
                 id=reply.request_id,
@@ -296,14 +304,21 @@ def _chat_token_chunk(
 ) -> str:
     if finish_reason is None:
         choice = ChatCompletionResponseStreamChoice(
-            index=index, delta=DeltaMessage(content=text), logprobs=None,
-            finish_reason=None, token_ids=None,
-        )  # fmt: skip
+            index=index,
+            delta=DeltaMessage(content=text),
+            logprobs=None,
+            finish_reason=None,
+            token_ids=None,
+        )
     else:
         choice = ChatCompletionResponseStreamChoice(
-            index=index, delta=DeltaMessage(content=text), logprobs=None,
-            finish_reason=finish_reason, stop_reason=None, token_ids=None,
-        )  # fmt: skip
+            index=index,
+            delta=DeltaMessage(content=text),
+            logprobs=None,
+            finish_reason=finish_reason,
+            stop_reason=None,
+            token_ids=None,
+        )
     chunk = ChatCompletionStreamResponse(
         id=reply.request_id,
         object="chat.completion.chunk",

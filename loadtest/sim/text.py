@@ -15,11 +15,39 @@ from dataclasses import dataclass
 from typing import Any
 
 _VOCABULARY: tuple[str, ...] = (
-    "amber", "basil", "cedar", "delta", "ember", "fjord", "grove", "harbor",
-    "iris", "juniper", "kelp", "lumen", "maple", "nectar", "onyx", "prism",
-    "quartz", "raven", "sage", "tundra", "umber", "violet", "willow", "xenon",
-    "yarrow", "zephyr", "atlas", "breeze", "comet", "dune", "echo", "flint",
-)  # fmt: skip
+    "amber",
+    "basil",
+    "cedar",
+    "delta",
+    "ember",
+    "fjord",
+    "grove",
+    "harbor",
+    "iris",
+    "juniper",
+    "kelp",
+    "lumen",
+    "maple",
+    "nectar",
+    "onyx",
+    "prism",
+    "quartz",
+    "raven",
+    "sage",
+    "tundra",
+    "umber",
+    "violet",
+    "willow",
+    "xenon",
+    "yarrow",
+    "zephyr",
+    "atlas",
+    "breeze",
+    "comet",
+    "dune",
+    "echo",
+    "flint",
+)
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,12 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 
 
 def _registered(found: AdapterVersion) -> JSONResponse:
-    body = {"adapter": found.name, "version": found.version,
-            "created_at": found.manifest.created_at.isoformat(),
-            "files": sorted(found.manifest.files)}  # fmt: skip
+    body = {
+        "adapter": found.name,
+        "version": found.version,
+        "created_at": found.manifest.created_at.isoformat(),
+        "files": sorted(found.manifest.files),
+    }
     return JSONResponse(body, status_code=201)
 
 
@@ -37,9 +40,13 @@ async def list_adapters(admin: AdminDep, releases: ReleasesDep) -> dict[str, Any
 
 @router.post("/adapters/{name}/versions")
 async def register_version(
-    admin: AdminDep, releases: ReleasesDep, runtime: RuntimeDep, name: str, request: Request,
+    admin: AdminDep,
+    releases: ReleasesDep,
+    runtime: RuntimeDep,
+    name: str,
+    request: Request,
     version: Annotated[str | None, Query(max_length=64)] = None,
-) -> JSONResponse:  # fmt: skip
+) -> JSONResponse:
     """multipart/form-data: upload a version's files; JSON `{"version"}`: validate a
     directory already copied to `<store>/<name>/<version>`."""
     content_type = request.headers.get("content-type", "")
@@ -105,9 +112,10 @@ async def retire(admin: AdminDep, releases: ReleasesDep, name: str, version: str
 
 @router.get("/audit")
 async def audit(
-    admin: AdminDep, releases: ReleasesDep,
+    admin: AdminDep,
+    releases: ReleasesDep,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """The last `limit` audit entries, oldest first: who, what, from/to, forced, when."""
     entries = await releases.audit(limit)
     return {"entries": [e.model_dump(mode="json") for e in entries]}

@@ -39,13 +39,18 @@ class AdminClient:
     """`/admin/*` of one gateway, authenticated with the admin token (if any)."""
 
     def __init__(
-        self, url: str, token: str | None, *, timeout_s: float = 120.0,
+        self,
+        url: str,
+        token: str | None,
+        *,
+        timeout_s: float = 120.0,
         transport: httpx.BaseTransport | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.url = url.rstrip("/")
-        self._http = httpx.Client(base_url=self.url + "/admin", headers=headers,
-                                  timeout=timeout_s, transport=transport)  # fmt: skip
+        self._http = httpx.Client(
+            base_url=self.url + "/admin", headers=headers, timeout=timeout_s, transport=transport
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -80,8 +85,9 @@ class AdminClient:
         with contextlib.ExitStack() as stack:
             files = [
                 ("file", (p.name, stack.enter_context(p.open("rb"))))
-                for p in sorted(directory.iterdir()) if p.is_file() and not p.is_symlink()
-            ]  # fmt: skip
+                for p in sorted(directory.iterdir())
+                if p.is_file() and not p.is_symlink()
+            ]
             result: dict[str, Any] = self._call(
                 "POST", f"/adapters/{name}/versions", data={"version": version}, files=files
             )
@@ -134,8 +140,15 @@ def status_table(listing: dict[str, Any]) -> Table:
             evals = ", ".join(f"{d}: {e['metric']}={e['score']:.3f}" for d, e in v["evals"].items())
             pin = "operator" if v["version"] in adapter["channels"]["pinned"] else ""
             pin = pin or ("warm" if v["warm_pinned"] else "")
-            table.add_row(adapter["name"], v["version"], channel, v["validation"], evals or "-",
-                          " ".join(v["resident_on"]) or "-", pin or "-")  # fmt: skip
+            table.add_row(
+                adapter["name"],
+                v["version"],
+                channel,
+                v["validation"],
+                evals or "-",
+                " ".join(v["resident_on"]) or "-",
+                pin or "-",
+            )
     return table
 
 
@@ -143,9 +156,15 @@ def audit_table(entries: list[dict[str, Any]]) -> Table:
     table = Table("at (UTC)", "actor", "action", "adapter", "from → to", "forced", "detail")
     for e in entries:
         moved = f"{e.get('from_version') or '-'} → {e.get('to_version') or '-'}"
-        table.add_row(e["at"][:19].replace("T", " "), e["actor"], e["action"],
-                      e.get("adapter") or "-", moved, "yes" if e.get("forced") else "",
-                      e.get("detail") or "")  # fmt: skip
+        table.add_row(
+            e["at"][:19].replace("T", " "),
+            e["actor"],
+            e["action"],
+            e.get("adapter") or "-",
+            moved,
+            "yes" if e.get("forced") else "",
+            e.get("detail") or "",
+        )
     return table
 
 
@@ -153,12 +172,15 @@ def change_summary(result: dict[str, Any]) -> str:
     """One line for a channel change: the pointers now, the switch and prewarm times."""
     ch = result["channels"]
     canary = ch.get("canary")
-    parts = [f"{result['adapter']}: stable {ch['stable'] or '-'}, previous {ch['previous'] or '-'}",
-             f"canary {canary['version']} {canary['weight']:.0%}" if canary else "no canary",
-             f"switch {result['switch_ms']:.1f} ms"]  # fmt: skip
+    parts = [
+        f"{result['adapter']}: stable {ch['stable'] or '-'}, previous {ch['previous'] or '-'}",
+        f"canary {canary['version']} {canary['weight']:.0%}" if canary else "no canary",
+        f"switch {result['switch_ms']:.1f} ms",
+    ]
     if result.get("prewarmed"):
-        parts.append(f"prewarmed on {', '.join(result['prewarmed'])} "
-                     f"({result.get('prewarm_ms', 0):.0f} ms)")  # fmt: skip
+        parts.append(
+            f"prewarmed on {', '.join(result['prewarmed'])} ({result.get('prewarm_ms', 0):.0f} ms)"
+        )
     if result.get("not_resident"):
         parts.append(f"not resident on {', '.join(result['not_resident'])} (loads on first use)")
     return "; ".join(parts)

@@ -133,8 +133,9 @@ def evaluate(
     token = os.environ.get("LORAGATE_API_KEY")
 
     def run(target: str, prompts: list[str]) -> ev.Scored:
-        predictions = asyncio.run(ev.predict(url, target, prompts, max_tokens=max_tokens,
-                                             api_key=token))  # fmt: skip
+        predictions = asyncio.run(
+            ev.predict(url, target, prompts, max_tokens=max_tokens, api_key=token)
+        )
         return ev.score(predictions, examples, metric)
 
     scored = run(model, [e.input for e in examples])  # the gateway applies the template
@@ -199,9 +200,11 @@ def validate(
     path = path.resolve()
     try:
         report = validate_version(
-            path, root=path.parent.parent, base=load_base(base_config, base_id),
+            path,
+            root=path.parent.parent,
+            base=load_base(base_config, base_id),
             limits=ValidationLimits(max_lora_rank=max_rank),
-        )  # fmt: skip
+        )
     except LoragateError as exc:
         raise fail(exc) from None
     for check in report.checks:
@@ -223,14 +226,17 @@ def list_adapters(
         ch = adapter.channels
         stable = adapter.versions.get(ch.stable) if ch.stable else None
         evals = stable.evals() if stable else {}
-        rows.append({
-            "name": adapter.name,
-            "versions": list(adapter.versions),
-            "stable": ch.stable, "previous": ch.previous,
-            "canary": f"{ch.canary.version} ({ch.canary.weight:.0%})" if ch.canary else None,
-            "base": stable.manifest.base_model.id if stable else None,
-            "eval": ", ".join(f"{e.dataset}: {e.metric}={e.score:.3f}" for e in evals.values()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "name": adapter.name,
+                "versions": list(adapter.versions),
+                "stable": ch.stable,
+                "previous": ch.previous,
+                "canary": f"{ch.canary.version} ({ch.canary.weight:.0%})" if ch.canary else None,
+                "base": stable.manifest.base_model.id if stable else None,
+                "eval": ", ".join(f"{e.dataset}: {e.metric}={e.score:.3f}" for e in evals.values()),
+            }
+        )
     if as_json:
         console.print_json(
             json.dumps({"adapters": rows, "broken": [b.__dict__ for b in snap.broken]})
@@ -238,8 +244,15 @@ def list_adapters(
         return
     table = Table("adapter", "versions", "stable", "previous", "canary", "base", "eval (stable)")
     for r in rows:
-        table.add_row(r["name"], " ".join(r["versions"]), r["stable"] or "-", r["previous"] or "-",
-                      r["canary"] or "-", r["base"] or "-", r["eval"] or "-")  # fmt: skip
+        table.add_row(
+            r["name"],
+            " ".join(r["versions"]),
+            r["stable"] or "-",
+            r["previous"] or "-",
+            r["canary"] or "-",
+            r["base"] or "-",
+            r["eval"] or "-",
+        )
     console.print(table)
     for broken in snap.broken:
         err_console.print(f"[yellow]broken[/yellow] {escape(broken.path)}: {escape(broken.error)}")
@@ -290,17 +303,20 @@ def register(
     """Upload a packaged version directory to a running gateway; it validates and registers."""
     with admin(url) as client:
         result = client.register(directory, name, version)
-    console.print(f"registered [bold]{result['adapter']}@{result['version']}[/bold]: "
-                  f"{', '.join(result['files'])}")  # fmt: skip
+    console.print(
+        f"registered [bold]{result['adapter']}@{result['version']}[/bold]: "
+        f"{', '.join(result['files'])}"
+    )
 
 
 @adapters_app.command("promote")
 def promote(
-    name: NameArg, version: VersionArg,
+    name: NameArg,
+    version: VersionArg,
     force: Annotated[bool, typer.Option("--force", help="past the eval gate (audited)")] = False,
     dataset: Annotated[str | None, typer.Option("--dataset", help="gate dataset")] = None,
     url: UrlOpt = DEFAULT_URL,
-) -> None:  # fmt: skip
+) -> None:
     """Make VERSION stable if its eval beats the stable's (prewarmed before the switch)."""
     with admin(url) as client:
         show_change(client.promote(name, version, force=force, dataset=dataset))
@@ -315,10 +331,11 @@ def rollback(name: NameArg, url: UrlOpt = DEFAULT_URL) -> None:
 
 @adapters_app.command("canary")
 def canary(
-    name: NameArg, version: VersionArg,
+    name: NameArg,
+    version: VersionArg,
     weight: Annotated[float, typer.Argument(help="share of requests, 0..1; 0 ends it")],
     url: UrlOpt = DEFAULT_URL,
-) -> None:  # fmt: skip
+) -> None:
     """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`)."""
     with admin(url) as client:
         show_change(client.canary(name, version, weight))

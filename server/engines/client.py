@@ -117,9 +117,11 @@ class HttpEngineClient:
     async def unload_lora(self, lora_name: str) -> None:
         """Raise `NotFound` if the engine does not hold it, `UpstreamError` otherwise."""
         response = await self._send(
-            "POST", "/v1/unload_lora_adapter", json={"lora_name": lora_name},
+            "POST",
+            "/v1/unload_lora_adapter",
+            json={"lora_name": lora_name},
             timeout=self._load_timeout,
-        )  # fmt: skip
+        )
         if response.status_code == 404:
             raise NotFound(f"engine {self.name} does not hold {lora_name}")
         _raise_for(response, self.name, UpstreamError)

@@ -201,17 +201,22 @@ class Registry:
 
     def _victim(self, eng: EngineSlots) -> Slot | None:
         candidates = [
-            s for s in eng.slots.values()
-            if s.state is SlotState.READY and s.inflight == 0 and s.waiters == 0
+            s
+            for s in eng.slots.values()
+            if s.state is SlotState.READY
+            and s.inflight == 0
+            and s.waiters == 0
             and s.key not in self._pins
-        ]  # fmt: skip
+        ]
         return min(candidates, key=lambda s: s.last_used, default=None)
 
     def _new_slot(self, eng: EngineSlots, version: AdapterVersion) -> Slot:
         slot = Slot(
-            key=version.engine_name, adapter=version.name, state=SlotState.LOADING,
+            key=version.engine_name,
+            adapter=version.name,
+            state=SlotState.LOADING,
             done=asyncio.get_running_loop().create_future(),
-        )  # fmt: skip
+        )
         # Nobody may be waiting when a load fails during prewarm: mark the exception seen.
         slot.done.add_done_callback(lambda f: f.cancelled() or f.exception())
         eng.slots[slot.key] = slot
@@ -293,8 +298,9 @@ class Registry:
         except Exception as exc:
             error = exc if isinstance(exc, LoragateError) else UpstreamError(repr(exc))
             self.metrics.adapter_load_failures.labels(engine, slot.adapter).inc()
-            log.warning("load failed", extra={"engine": engine, "adapter": slot.key,
-                                               "error": str(error)})  # fmt: skip
+            log.warning(
+                "load failed", extra={"engine": engine, "adapter": slot.key, "error": str(error)}
+            )
             self._finish_failed(eng, slot, error)
             return
         self._finish_loaded(engine, slot, elapsed)

@@ -49,18 +49,46 @@ def engine_command(
 ) -> list[str]:
     if cfg.kind == "sim":
         return [
-            sys.executable, "-m", "loadtest.simengine", "--model", served_name,
-            "--max-loras", str(cfg.max_loras), "--max-cpu-loras", str(max_cpu_loras),
-            "--max-lora-rank", str(cfg.max_lora_rank), "--port", str(cfg.port), *cfg.extra_args,
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "loadtest.simengine",
+            "--model",
+            served_name,
+            "--max-loras",
+            str(cfg.max_loras),
+            "--max-cpu-loras",
+            str(max_cpu_loras),
+            "--max-lora-rank",
+            str(cfg.max_lora_rank),
+            "--port",
+            str(cfg.port),
+            *cfg.extra_args,
+        ]
     return [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-        "--model", str(model_dir), "--served-model-name", served_name,
-        "--enable-lora", "--max-loras", str(cfg.max_loras),
-        "--max-lora-rank", str(cfg.max_lora_rank), "--max-cpu-loras", str(max_cpu_loras),
-        "--max-model-len", str(cfg.max_model_len), "--dtype", cfg.dtype,
-        "--host", "127.0.0.1", "--port", str(cfg.port), *cfg.extra_args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        served_name,
+        "--enable-lora",
+        "--max-loras",
+        str(cfg.max_loras),
+        "--max-lora-rank",
+        str(cfg.max_lora_rank),
+        "--max-cpu-loras",
+        str(max_cpu_loras),
+        "--max-model-len",
+        str(cfg.max_model_len),
+        "--dtype",
+        cfg.dtype,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(cfg.port),
+        *cfg.extra_args,
+    ]
 
 
 def is_vllm_cpu_build() -> bool:
@@ -143,8 +171,10 @@ class EngineSupervisor:
                     log.exception("on_ready failed", extra={"engine": self.name})
             assert self._proc is not None
             code = await self._proc.wait()
-            log.warning("engine exited", extra={"engine": self.name, "code": code,
-                                                 "log": str(self.log_path)})  # fmt: skip
+            log.warning(
+                "engine exited",
+                extra={"engine": self.name, "code": code, "log": str(self.log_path)},
+            )
             self._on_restart()
             if time.monotonic() - started > 300:
                 backoff = self.cfg.restart_backoff_s  # it ran for a while: not a crash loop
@@ -158,9 +188,12 @@ class EngineSupervisor:
             out.write(f"\n--- loragate: starting {' '.join(command)}\n".encode())
             out.flush()
             self._proc = await asyncio.create_subprocess_exec(
-                *command, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                env=engine_env(self.cfg), start_new_session=True,
-            )  # fmt: skip
+                *command,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                env=engine_env(self.cfg),
+                start_new_session=True,
+            )
         self.starts += 1
         where = {"engine": self.name, "url": self.url, "log": str(self.log_path)}
         log.info("engine starting", extra={**where, "pid": self._proc.pid})

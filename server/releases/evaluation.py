@@ -106,9 +106,11 @@ class Scored:
 
 
 def score(
-    predictions: list[str], examples: list[Example], metric: str,
+    predictions: list[str],
+    examples: list[Example],
+    metric: str,
     deny: tuple[str, ...] = DEFAULT_DENY,
-) -> Scored:  # fmt: skip
+) -> Scored:
     fn = METRICS[metric]
     labels = {" ".join(normalize(e.target)) for e in examples} if metric == "exact_match" else None
     patterns = [re.compile(p) for p in deny]
@@ -125,16 +127,27 @@ def score(
 
 
 async def predict(
-    url: str, model: str, prompts: list[str], *, max_tokens: int, concurrency: int = 4,
-    api_key: str | None = None, timeout_s: float = 300.0,
-) -> list[str]:  # fmt: skip
+    url: str,
+    model: str,
+    prompts: list[str],
+    *,
+    max_tokens: int,
+    concurrency: int = 4,
+    api_key: str | None = None,
+    timeout_s: float = 300.0,
+) -> list[str]:
     """Greedy completions of `prompts` through the gateway at `url`; first line of each."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limit = asyncio.Semaphore(concurrency)
 
     async def one(http: httpx.AsyncClient, prompt: str) -> str:
-        body: dict[str, Any] = {"model": model, "prompt": prompt, "max_tokens": max_tokens,
-                                "temperature": 0, "stop": ["\n"]}  # fmt: skip
+        body: dict[str, Any] = {
+            "model": model,
+            "prompt": prompt,
+            "max_tokens": max_tokens,
+            "temperature": 0,
+            "stop": ["\n"],
+        }
         async with limit:
             response = await http.post("/v1/completions", json=body)
         if response.status_code != 200:
@@ -150,8 +163,12 @@ def report(
     dataset: str, metric: str, model: str, scored: Scored, baseline: Scored | None
 ) -> EvalReport:
     return EvalReport(
-        dataset=dataset, metric=metric, score=round(scored.score, 4), n=scored.n,
+        dataset=dataset,
+        metric=metric,
+        score=round(scored.score, 4),
+        n=scored.n,
         baseline_score=round(baseline.score, 4) if baseline else None,
-        policy_violations=scored.policy_violations, schema_errors=scored.schema_errors,
+        policy_violations=scored.policy_violations,
+        schema_errors=scored.schema_errors,
         model=model,
-    )  # fmt: skip
+    )

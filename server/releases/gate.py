@@ -51,8 +51,11 @@ def evaluate_gate(
     dataset = gate_dataset(evals, stable, requested)
     if dataset is None:
         have = ", ".join(sorted(evals)) or "none"
-        return GateResult(False, f"no gate dataset: {who} has evals [{have}] and the stable "
-                                 "has no packaging-time eval; name one with `dataset`")  # fmt: skip
+        return GateResult(
+            False,
+            f"no gate dataset: {who} has evals [{have}] and the stable "
+            "has no packaging-time eval; name one with `dataset`",
+        )
     mine = evals.get(dataset)
     if mine is None:
         return GateResult(False, f"{who} has no eval on gate dataset {dataset!r}", dataset)
@@ -63,21 +66,35 @@ def evaluate_gate(
         return _compare(who, dataset, mine, "baseline", mine.baseline_score, None)
     theirs = stable.evals().get(dataset)
     if theirs is None:
-        return GateResult(False, f"stable {stable.engine_name} has no eval on {dataset!r} to "
-                          "compare with", dataset, mine.metric, mine.score)  # fmt: skip
+        return GateResult(
+            False,
+            f"stable {stable.engine_name} has no eval on {dataset!r} to compare with",
+            dataset,
+            mine.metric,
+            mine.score,
+        )
     if theirs.metric != mine.metric:
-        return GateResult(False, f"{dataset!r}: {who} reports {mine.metric}, stable "
-                          f"{stable.version} reports {theirs.metric}", dataset)  # fmt: skip
+        return GateResult(
+            False,
+            f"{dataset!r}: {who} reports {mine.metric}, stable "
+            f"{stable.version} reports {theirs.metric}",
+            dataset,
+        )
     return _compare(who, dataset, mine, f"stable {stable.version}", theirs.score, theirs)
 
 
 def _compare(
-    who: str, dataset: str, mine: EvalReport, reference: str, score: float,
+    who: str,
+    dataset: str,
+    mine: EvalReport,
+    reference: str,
+    score: float,
     theirs: EvalReport | None,
-) -> GateResult:  # fmt: skip
+) -> GateResult:
     verb = "beats" if mine.score > score else "does not beat"
-    parts = [f"{who} {mine.metric}={mine.score:.4f} on {dataset!r} {verb} {reference}'s "
-             f"{score:.4f}"]  # fmt: skip
+    parts = [
+        f"{who} {mine.metric}={mine.score:.4f} on {dataset!r} {verb} {reference}'s {score:.4f}"
+    ]
     passed = mine.score > score
     if theirs is not None:
         for name in ("policy_violations", "schema_errors"):

@@ -132,10 +132,15 @@ class ReleaseService:
     """The admin operations of one gateway."""
 
     def __init__(
-        self, store: AdapterStore, registry: Registry, metrics: Metrics, *,
-        engines_up: Callable[[], list[str]], pins_changed: Callable[[], None],
+        self,
+        store: AdapterStore,
+        registry: Registry,
+        metrics: Metrics,
+        *,
+        engines_up: Callable[[], list[str]],
+        pins_changed: Callable[[], None],
         max_upload_bytes: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.store, self.registry, self.metrics = store, registry, metrics
         self._engines_up = engines_up
         self._pins_changed = pins_changed  # re-applies warm pins right after a change
@@ -144,9 +149,14 @@ class ReleaseService:
     # --- register ----------------------------------------------------------------------
 
     async def register_upload(
-        self, name: str, content_type: str, body: AsyncIterator[bytes], *,
-        version: str | None, actor: str,
-    ) -> AdapterVersion:  # fmt: skip
+        self,
+        name: str,
+        content_type: str,
+        body: AsyncIterator[bytes],
+        *,
+        version: str | None,
+        actor: str,
+    ) -> AdapterVersion:
         """Stream a multipart upload into a staging directory inside the store, validate,
         rename into place. Raises `AdapterInvalid`, `PayloadTooLarge`, `InvalidRequest`,
         `VersionExists`; on any failure nothing is left behind."""
@@ -174,9 +184,14 @@ class ReleaseService:
     # --- channel changes ---------------------------------------------------------------
 
     async def promote(
-        self, name: str, version: str, *, actor: str, force: bool = False,
+        self,
+        name: str,
+        version: str,
+        *,
+        actor: str,
+        force: bool = False,
         dataset: str | None = None,
-    ) -> ChangeResult:  # fmt: skip
+    ) -> ChangeResult:
         """Make `version` stable. Raises `PromotionRefused` (gate, with the numbers) unless
         `force`, `AdapterInvalid`, `NotFound`, `Conflict` (already stable, or the stable
         changed meanwhile), and the prewarm's `AdapterLoadFailed`/`Unavailable`."""
@@ -188,17 +203,25 @@ class ReleaseService:
         stable = adapter.versions.get(old) if old else None
         gate = await asyncio.to_thread(evaluate_gate, candidate, stable, dataset)
         if not gate.passed and not force:
-            raise PromotionRefused(f"promotion of {candidate.engine_name} refused: "
-                                   f"{gate.reason}. force=true overrides (audited)")  # fmt: skip
+            raise PromotionRefused(
+                f"promotion of {candidate.engine_name} refused: "
+                f"{gate.reason}. force=true overrides (audited)"
+            )
         prewarm_ms, warm = await self._prewarm_all(candidate)
 
         def change(current: Channels) -> Channels:
             if current.stable != old:
                 raise Conflict(f"{name}: stable changed to {current.stable} meanwhile; retry")
             previous = old if old is not None else current.previous
-            return _end_canary_of(current.model_copy(update={
-                "stable": version, "previous": None if previous == version else previous,
-            }), version)  # fmt: skip
+            return _end_canary_of(
+                current.model_copy(
+                    update={
+                        "stable": version,
+                        "previous": None if previous == version else previous,
+                    }
+                ),
+                version,
+            )
 
         forced = force and not gate.passed
         detail = ("forced past the gate: " if forced else "") + gate.reason
@@ -206,8 +229,17 @@ class ReleaseService:
         self.metrics.promotions.labels(name, str(forced).lower()).inc()
         if stable is not None:  # the rollback target: keep it warm (best effort)
             await self._prewarm_quietly(stable)
-        return ChangeResult(name, "promote", channels.model_dump(mode="json"), switch_ms,
-                            prewarm_ms, warm, forced=forced, gate=gate, detail=detail)  # fmt: skip
+        return ChangeResult(
+            name,
+            "promote",
+            channels.model_dump(mode="json"),
+            switch_ms,
+            prewarm_ms,
+            warm,
+            forced=forced,
+            gate=gate,
+            detail=detail,
+        )
 
     async def rollback(self, name: str, *, actor: str) -> ChangeResult:
         """stable ← previous, previous ← None, without any engine load. Raises `Conflict`
@@ -223,8 +255,9 @@ class ReleaseService:
         self.metrics.rollbacks.labels(name).inc()
         key = f"{name}@{channels.stable}"
         cold = [e for e in self._engines_up() if not _resident(self.registry.view(e), key)]
-        return ChangeResult(name, "rollback", channels.model_dump(mode="json"), switch_ms,
-                            not_resident=cold)  # fmt: skip
+        return ChangeResult(
+            name, "rollback", channels.model_dump(mode="json"), switch_ms, not_resident=cold
+        )
 
     async def canary(
         self, name: str, version: str | None, weight: float, *, actor: str
@@ -233,9 +266,13 @@ class ReleaseService:
         Raises `InvalidRequest`, `NotFound`, `AdapterInvalid`, `Conflict` (it is stable)."""
         if weight == 0:
             ended, ms = await self._switch(
-                name, lambda c: c.model_copy(update={"canary": None}), actor, "canary",
-                detail="canary ended", audit_versions=_canaries,
-            )  # fmt: skip
+                name,
+                lambda c: c.model_copy(update={"canary": None}),
+                actor,
+                "canary",
+                detail="canary ended",
+                audit_versions=_canaries,
+            )
             return ChangeResult(name, "canary", ended.model_dump(mode="json"), ms)
         if version is None:
             raise InvalidRequest("a canary weight > 0 needs a version", param="version")
@@ -250,10 +287,12 @@ class ReleaseService:
             return current.model_copy(update={"canary": Canary(version=version, weight=weight)})
 
         detail = f"{version} at {weight:.1%}"
-        channels, ms = await self._switch(name, change, actor, "canary", detail=detail,
-                                          audit_versions=_canaries)  # fmt: skip
-        return ChangeResult(name, "canary", channels.model_dump(mode="json"), ms, prewarm_ms,
-                            warm, detail=detail)  # fmt: skip
+        channels, ms = await self._switch(
+            name, change, actor, "canary", detail=detail, audit_versions=_canaries
+        )
+        return ChangeResult(
+            name, "canary", channels.model_dump(mode="json"), ms, prewarm_ms, warm, detail=detail
+        )
 
     async def pin(self, name: str, version: str, *, actor: str, pinned: bool) -> ChangeResult:
         """Add (`pinned`) or remove an operator pin; a newly pinned version is prewarmed
@@ -262,16 +301,22 @@ class ReleaseService:
         current = self.store.adapter(name).channels
         action = "pin" if pinned else "unpin"
         if (version in current.pinned) == pinned:
-            return ChangeResult(name, action, current.model_dump(mode="json"), 0.0,
-                                detail=f"already {'pinned' if pinned else 'unpinned'}")  # fmt: skip
+            return ChangeResult(
+                name,
+                action,
+                current.model_dump(mode="json"),
+                0.0,
+                detail=f"already {'pinned' if pinned else 'unpinned'}",
+            )
 
         def change(c: Channels) -> Channels:
             pins = {*c.pinned, version} if pinned else set(c.pinned) - {version}
             return c.model_copy(update={"pinned": tuple(sorted(pins))})
 
         moved = (None, version) if pinned else (version, None)
-        channels, ms = await self._switch(name, change, actor, action,
-                                          audit_versions=lambda c, n: moved)  # fmt: skip
+        channels, ms = await self._switch(
+            name, change, actor, action, audit_versions=lambda c, n: moved
+        )
         warm = await self._prewarm_quietly(found) if pinned else []
         return ChangeResult(name, action, channels.model_dump(mode="json"), ms, prewarmed=warm)
 
@@ -304,8 +349,14 @@ class ReleaseService:
         views = {engine: self.registry.view(engine) for engine in self.registry.engines}
         up = set(self._engines_up())
         listing = await asyncio.to_thread(self._describe_adapters, views, self.registry.pinned())
-        engines = {e: {"up": e in up, "capacity": self.registry.engines[e].capacity,
-                       "slots": [s.__dict__ for s in v]} for e, v in views.items()}  # fmt: skip
+        engines = {
+            e: {
+                "up": e in up,
+                "capacity": self.registry.engines[e].capacity,
+                "slots": [s.__dict__ for s in v],
+            }
+            for e, v in views.items()
+        }
         broken = [b.__dict__ for b in self.store.snapshot.broken]
         return {"adapters": listing, "engines": engines, "broken": broken}
 
@@ -315,17 +366,31 @@ class ReleaseService:
         adapters = []
         for adapter in self.store.snapshot.adapters.values():
             roles = channel_of(adapter.channels)
-            versions = [{
-                "version": v.version, "created_at": v.manifest.created_at.isoformat(),
-                "created_by": v.manifest.created_by, "channel": roles.get(v.version),
-                "validation": self._validation(v),
-                "resident_on": [e for e, slots in views.items() if _resident(slots, v.engine_name)],
-                "warm_pinned": v.engine_name in warm_pins,
-                "evals": {d: r.model_dump(mode="json", exclude={"dataset"})
-                          for d, r in v.evals().items()},
-            } for v in adapter.versions.values()]  # fmt: skip
-            adapters.append({"name": adapter.name, "versions": versions,
-                             "channels": adapter.channels.model_dump(mode="json")})  # fmt: skip
+            versions = [
+                {
+                    "version": v.version,
+                    "created_at": v.manifest.created_at.isoformat(),
+                    "created_by": v.manifest.created_by,
+                    "channel": roles.get(v.version),
+                    "validation": self._validation(v),
+                    "resident_on": [
+                        e for e, slots in views.items() if _resident(slots, v.engine_name)
+                    ],
+                    "warm_pinned": v.engine_name in warm_pins,
+                    "evals": {
+                        d: r.model_dump(mode="json", exclude={"dataset"})
+                        for d, r in v.evals().items()
+                    },
+                }
+                for v in adapter.versions.values()
+            ]
+            adapters.append(
+                {
+                    "name": adapter.name,
+                    "versions": versions,
+                    "channels": adapter.channels.model_dump(mode="json"),
+                }
+            )
         return adapters
 
     def _validation(self, version: AdapterVersion) -> str:
@@ -347,15 +412,27 @@ class ReleaseService:
         return self.store.version(name, version)
 
     async def _switch(
-        self, name: str, change: Callable[[Channels], Channels], actor: str, action: str,
-        forced: bool = False, detail: str = "", audit_versions: AuditVersions | None = None,
-    ) -> tuple[Channels, float]:  # fmt: skip
+        self,
+        name: str,
+        change: Callable[[Channels], Channels],
+        actor: str,
+        action: str,
+        forced: bool = False,
+        detail: str = "",
+        audit_versions: AuditVersions | None = None,
+    ) -> tuple[Channels, float]:
         start = time.perf_counter()
         try:
             channels = await asyncio.to_thread(
-                self.store.update_channels, name, change, actor=actor, action=action,
-                forced=forced, detail=detail, audit_versions=audit_versions,
-            )  # fmt: skip
+                self.store.update_channels,
+                name,
+                change,
+                actor=actor,
+                action=action,
+                forced=forced,
+                detail=detail,
+                audit_versions=audit_versions,
+            )
         except OSError as exc:
             raise StoreError(f"{name}: channels.json not changed: {exc}") from None
         self._pins_changed()
@@ -380,14 +457,18 @@ class ReleaseService:
                 await self.registry.prewarm(engine, version)
                 warm.append(engine)
             except LoragateError as exc:
-                log.warning("prewarm failed", extra={"engine": engine, "error": exc.message,
-                                                      "adapter": version.engine_name})  # fmt: skip
+                log.warning(
+                    "prewarm failed",
+                    extra={"engine": engine, "error": exc.message, "adapter": version.engine_name},
+                )
         return warm
 
 
 def _canaries(current: Channels, new: Channels) -> tuple[str | None, str | None]:
-    return (current.canary.version if current.canary else None,
-            new.canary.version if new.canary else None)  # fmt: skip
+    return (
+        current.canary.version if current.canary else None,
+        new.canary.version if new.canary else None,
+    )
 
 
 def _end_canary_of(channels: Channels, version: str | None) -> Channels:

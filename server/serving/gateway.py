@@ -111,11 +111,17 @@ class Gateway:
 
     def _record(self, target: Target, code: int, timing: _Timing, tenant: str) -> None:
         version = target.version_label
-        log.info("request", extra={
-            "request_id": logs.request_id.get(), "tenant": tenant, "adapter": target.adapter_label,
-            "version": version, "status": code,
-            "ms": round((time.perf_counter() - timing.start) * 1000, 1),
-        })  # fmt: skip
+        log.info(
+            "request",
+            extra={
+                "request_id": logs.request_id.get(),
+                "tenant": tenant,
+                "adapter": target.adapter_label,
+                "version": version,
+                "status": code,
+                "ms": round((time.perf_counter() - timing.start) * 1000, 1),
+            },
+        )
         self.metrics.requests.labels(target.adapter_label, version, tenant, str(code)).inc()
         self.metrics.request_duration_seconds.labels(target.adapter_label, version).observe(
             time.perf_counter() - timing.start
@@ -132,9 +138,12 @@ class Gateway:
                 self.limiter.charge_tokens(tenant, n)
 
     async def generate(
-        self, kind: Kind, req: OpenAIRequest, tenant: Tenant = OPEN_TENANT,
+        self,
+        kind: Kind,
+        req: OpenAIRequest,
+        tenant: Tenant = OPEN_TENANT,
         task: str | None = None,
-    ) -> Answer:  # fmt: skip
+    ) -> Answer:
         """A non-streaming completion or chat completion."""
         timing = _Timing()
         target, body = self._prepare(kind, req, tenant, task)
@@ -155,9 +164,12 @@ class Gateway:
         return Answer(result, self._headers(target, engine, timing))
 
     async def stream(
-        self, kind: Kind, req: OpenAIRequest, tenant: Tenant = OPEN_TENANT,
+        self,
+        kind: Kind,
+        req: OpenAIRequest,
+        tenant: Tenant = OPEN_TENANT,
         task: str | None = None,
-    ) -> StreamAnswer:  # fmt: skip
+    ) -> StreamAnswer:
         """Open a streaming call. Errors before the first engine byte raise (a real HTTP status);
         later ones become an SSE error event. Closing the answer releases everything."""
         timing = _Timing()
@@ -188,9 +200,14 @@ class Gateway:
         return StreamAnswer(headers, chunks, stack)
 
     async def _relay(
-        self, target: Target, rewriter: SSERewriter, first: bytes,
-        upstream: AsyncIterator[bytes], timing: _Timing, tenant: Tenant,
-    ) -> AsyncIterator[bytes]:  # fmt: skip
+        self,
+        target: Target,
+        rewriter: SSERewriter,
+        first: bytes,
+        upstream: AsyncIterator[bytes],
+        timing: _Timing,
+        tenant: Tenant,
+    ) -> AsyncIterator[bytes]:
         code, saw_done = 200, False
         try:
             for event in rewriter.feed(first):

@@ -68,20 +68,23 @@ class Limiter:
         if tenant.max_concurrent is not None and state.inflight >= tenant.max_concurrent:
             raise RateLimited(
                 f"tenant {tenant.name!r} has {state.inflight} requests in flight "
-                f"(max_concurrent {tenant.max_concurrent})", retry_after_s=1,
-            )  # fmt: skip
+                f"(max_concurrent {tenant.max_concurrent})",
+                retry_after_s=1,
+            )
         if state.tokens is not None:
             state.tokens.refill(now)
             if state.tokens.level <= 0:
                 wait = state.tokens.seconds_until(1)
-                raise RateLimited(f"tenant {tenant.name!r} is over its tokens per minute",
-                                  retry_after_s=wait)  # fmt: skip
+                raise RateLimited(
+                    f"tenant {tenant.name!r} is over its tokens per minute", retry_after_s=wait
+                )
         if state.requests is not None:
             state.requests.refill(now)
             if state.requests.level < 1:
                 wait = state.requests.seconds_until(1)
-                raise RateLimited(f"tenant {tenant.name!r} is over its requests per second",
-                                  retry_after_s=wait)  # fmt: skip
+                raise RateLimited(
+                    f"tenant {tenant.name!r} is over its requests per second", retry_after_s=wait
+                )
             state.requests.level -= 1
         state.inflight += 1
         try:

@@ -63,9 +63,13 @@ class Router:
         self._rng = rng or random.Random()  # a traffic split, not a secret
 
     def resolve_for(
-        self, tenant: Tenant, model: str | None, task: str | None = None,
-        user: str | None = None, hide_foreign: bool = True,
-    ) -> Target:  # fmt: skip
+        self,
+        tenant: Tenant,
+        model: str | None,
+        task: str | None = None,
+        user: str | None = None,
+        hide_foreign: bool = True,
+    ) -> Target:
         """Resolve for `tenant`; raise `NotFound`, `Forbidden` or `InvalidRequest`."""
         requested, name = self._requested(tenant, model, task)
         if name == self.base_model:

@@ -197,9 +197,13 @@ class AdapterStore:
         if cached is None or cached[0] != fingerprint:
             try:
                 outcome: ValidationReport | AdapterInvalid = validate_version(
-                    found.path, root=self.root, base=self.base, limits=self.limits,
-                    hasher=self._hash, expect=(name, version),
-                )  # fmt: skip
+                    found.path,
+                    root=self.root,
+                    base=self.base,
+                    limits=self.limits,
+                    hasher=self._hash,
+                    expect=(name, version),
+                )
             except AdapterInvalid as exc:
                 outcome = exc
             cached = (fingerprint, outcome)
@@ -264,10 +268,19 @@ class AdapterStore:
         path = self.root / check_name(name) / check_version(version)
         if path.is_symlink() or not path.is_dir():
             raise NotFound(f"no directory {name}/{version} in the store", param="version")
-        validate_version(path, root=self.root, base=self.base, limits=self.limits,
-                         hasher=self._hash, expect=(name, version))  # fmt: skip
-        self._audit(AuditEntry(actor=actor, action="register", adapter=name, to_version=version,
-                               detail="in place"))  # fmt: skip
+        validate_version(
+            path,
+            root=self.root,
+            base=self.base,
+            limits=self.limits,
+            hasher=self._hash,
+            expect=(name, version),
+        )
+        self._audit(
+            AuditEntry(
+                actor=actor, action="register", adapter=name, to_version=version, detail="in place"
+            )
+        )
         self.scan()
         return self.version(name, version)
 
@@ -275,9 +288,12 @@ class AdapterStore:
         self, staging: Path, name: str, version: str, actor: str | None = None
     ) -> AdapterVersion:
         validate_version(
-            staging, root=self.root, base=self.base, limits=self.limits,
+            staging,
+            root=self.root,
+            base=self.base,
+            limits=self.limits,
             expect=(name, version),
-        )  # fmt: skip
+        )
         target = self.root / name / version
         try:
             # rename(2) onto an existing non-empty directory fails: two registrations of the
@@ -286,8 +302,14 @@ class AdapterStore:
         except OSError:
             raise VersionExists(f"{name}@{version} is already registered") from None
         manifest = load_manifest(target / MANIFEST_FILE)
-        self._audit(AuditEntry(actor=actor or manifest.created_by, action="register",
-                               adapter=name, to_version=version))  # fmt: skip
+        self._audit(
+            AuditEntry(
+                actor=actor or manifest.created_by,
+                action="register",
+                adapter=name,
+                to_version=version,
+            )
+        )
         self.scan()
         return self.version(name, version)
 
@@ -347,10 +369,18 @@ class AdapterStore:
                 adapter_dir / CHANNELS_FILE, (new.model_dump_json(indent=2) + "\n").encode()
             )
             before, after = (audit_versions or _stables)(current, new)
-            self._audit(AuditEntry(
-                actor=actor, action=action, adapter=name, from_version=before, to_version=after,
-                forced=forced, detail=detail, revision=new.revision,
-            ))  # fmt: skip
+            self._audit(
+                AuditEntry(
+                    actor=actor,
+                    action=action,
+                    adapter=name,
+                    from_version=before,
+                    to_version=after,
+                    forced=forced,
+                    detail=detail,
+                    revision=new.revision,
+                )
+            )
         self.scan()
         return new
 
@@ -377,9 +407,14 @@ class AdapterStore:
                 return current.model_copy(update={"canary": None})  # a weight-0 leftover
             return current
 
-        self.update_channels(name, change, actor=actor, action="retire",
-                             detail=f"retired {version}",
-                             audit_versions=lambda c, n: (version, None))  # fmt: skip
+        self.update_channels(
+            name,
+            change,
+            actor=actor,
+            action="retire",
+            detail=f"retired {version}",
+            audit_versions=lambda c, n: (version, None),
+        )
         return moved[0]
 
     def add_eval(self, name: str, version: str, report: EvalReport, *, actor: str) -> Path:

@@ -52,12 +52,18 @@ class MultipartUpload:
         self._disposition = b""
         self._field: tuple[str, bytearray] | None = None
         self._file: BinaryIO | None = None
-        self._parser = MultipartParser(boundary, {
-            "on_part_begin": self._part_begin, "on_part_data": self._part_data,
-            "on_part_end": self._part_end, "on_header_field": self._header_field,
-            "on_header_value": self._header_val, "on_header_end": self._header_end,
-            "on_headers_finished": self._headers_finished,
-        })  # fmt: skip
+        self._parser = MultipartParser(
+            boundary,
+            {
+                "on_part_begin": self._part_begin,
+                "on_part_data": self._part_data,
+                "on_part_end": self._part_end,
+                "on_header_field": self._header_field,
+                "on_header_value": self._header_val,
+                "on_header_end": self._header_end,
+                "on_headers_finished": self._headers_finished,
+            },
+        )
 
     def feed(self, chunk: bytes) -> None:
         self._received += len(chunk)
@@ -142,9 +148,10 @@ class StagingTarget:
     version is known by then, from the query string or a `version` field sent first."""
 
     def __init__(
-        self, open_staging: Callable[[str], contextlib.AbstractContextManager[Path]],
+        self,
+        open_staging: Callable[[str], contextlib.AbstractContextManager[Path]],
         version: str | None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.open_staging, self.version = open_staging, version
         self.stack = contextlib.ExitStack()
         self.staging: Path | None = None
@@ -154,8 +161,10 @@ class StagingTarget:
         if self.staging is None:
             version = self.version or fields.get("version")
             if not version:
-                raise InvalidRequest("send the version first: ?version= or a `version` form "
-                                     "field before the files", param="version")  # fmt: skip
+                raise InvalidRequest(
+                    "send the version first: ?version= or a `version` form field before the files",
+                    param="version",
+                )
             self.version = check_version(version)
             self.staging = self.stack.enter_context(self.open_staging(version))
         return (self.staging / filename).open("xb")

@@ -43,9 +43,22 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".npy", ".
 
 # safetensors dtype -> bytes per element. Only the float types are servable as LoRA weights.
 DTYPE_BYTES = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
-}  # fmt: skip
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E5M2": 1,
+    "F8_E4M3": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
+}
 LORA_DTYPES = frozenset({"F32", "F16", "BF16"})
 
 # PEFT's saved tensor names: base_model.model.model.layers.<i>.<block>.<module>.lora_<A|B>.weight
@@ -118,13 +131,20 @@ class BaseModelSpec:
     def module_shape(self, module: str) -> tuple[int, int] | None:
         """(in_features, out_features) of a linear layer in one decoder block, or None."""
         h, i, q, kv = (
-            self.hidden_size, self.intermediate_size,
-            self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim,
-        )  # fmt: skip
+            self.hidden_size,
+            self.intermediate_size,
+            self.num_heads * self.head_dim,
+            self.num_kv_heads * self.head_dim,
+        )
         return {
-            "q_proj": (h, q), "k_proj": (h, kv), "v_proj": (h, kv), "o_proj": (q, h),
-            "gate_proj": (h, i), "up_proj": (h, i), "down_proj": (i, h),
-        }.get(module)  # fmt: skip
+            "q_proj": (h, q),
+            "k_proj": (h, kv),
+            "v_proj": (h, kv),
+            "o_proj": (q, h),
+            "gate_proj": (h, i),
+            "up_proj": (h, i),
+            "down_proj": (i, h),
+        }.get(module)
 
 
 @dataclass
@@ -150,9 +170,15 @@ def demo_base_config() -> Path:
 # The config.json keys that decide whether an adapter fits a base. Hashing only these keeps
 # the fingerprint stable when a tool rewrites unrelated keys (transformers_version, dtype).
 ARCHITECTURE_KEYS = (
-    "model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
-    "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size",
-)  # fmt: skip
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+)
 
 
 def architecture_sha256(config: Mapping[str, Any]) -> str:
@@ -384,9 +410,10 @@ def read_safetensors_header(path: Path, limits: ValidationLimits) -> dict[str, A
     end = _check_offsets(rel, header)
     if size != 8 + n + end:
         raise AdapterInvalid(
-            rel, "safetensors-length",
+            rel,
+            "safetensors-length",
             f"file is {size} bytes, header declares {8 + n + end}: trailing or missing bytes",
-        )  # fmt: skip
+        )
     return header
 
 
@@ -413,9 +440,11 @@ def _check_offsets(rel: str, header: dict[str, Any]) -> int:
 
 
 def _check_tensors(
-    header: dict[str, Any], config: dict[str, Any], base: BaseModelSpec | None,
+    header: dict[str, Any],
+    config: dict[str, Any],
+    base: BaseModelSpec | None,
     report: ValidationReport,
-) -> None:  # fmt: skip
+) -> None:
     rank, targets = config["r"], set(config["target_modules"])
     seen: dict[tuple[int, str], set[str]] = {}
     for name, info in header.items():

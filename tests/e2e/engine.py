@@ -43,13 +43,29 @@ class VllmServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = [
-            sys.executable, "-m", "vllm.entrypoints.openai.api_server",
-            "--model", str(model_dir), "--served-model-name", served_name,
-            "--enable-lora", "--max-loras", str(max_loras),
-            "--max-lora-rank", str(max_lora_rank), "--max-cpu-loras", str(max_cpu_loras),
-            "--max-model-len", "1024", "--dtype", "float32",
-            "--host", "127.0.0.1", "--port", str(self.port),
-        ]  # fmt: skip
+            sys.executable,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(model_dir),
+            "--served-model-name",
+            served_name,
+            "--enable-lora",
+            "--max-loras",
+            str(max_loras),
+            "--max-lora-rank",
+            str(max_lora_rank),
+            "--max-cpu-loras",
+            str(max_cpu_loras),
+            "--max-model-len",
+            "1024",
+            "--dtype",
+            "float32",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
         self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> VllmServer:

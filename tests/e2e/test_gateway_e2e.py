@@ -13,11 +13,11 @@ import httpx
 import openai
 import pytest
 
+from loadtest.threaded import free_port
 from server.settings import Settings
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
 from tests.e2e.conftest import require_engine
-from tests.e2e.engine import free_port
 from tests.servers import GatewayServer
 
 pytestmark = pytest.mark.e2e
@@ -59,12 +59,26 @@ def gw(
 ) -> Iterator[GatewayServer]:
     require_engine()
     settings = Settings(
-        store=store_copy, base_model="demo-base", rollback_window_s=3600, reconcile_interval_s=2,
-        log_dir=tmp_path_factory.mktemp("logs"), load_wait_timeout_s=60, log_json=False,
-        engines=[{"managed": {"model": str(demo_base), "port": free_port(), "max_loras": 2,
-                              "max_lora_rank": 8, "restart_backoff_s": 0.5},
-                  "max_cpu_loras": 3}],
-    )  # fmt: skip
+        store=store_copy,
+        base_model="demo-base",
+        rollback_window_s=3600,
+        reconcile_interval_s=2,
+        log_dir=tmp_path_factory.mktemp("logs"),
+        load_wait_timeout_s=60,
+        log_json=False,
+        engines=[
+            {
+                "managed": {
+                    "model": str(demo_base),
+                    "port": free_port(),
+                    "max_loras": 2,
+                    "max_lora_rank": 8,
+                    "restart_backoff_s": 0.5,
+                },
+                "max_cpu_loras": 3,
+            }
+        ],
+    )
     with GatewayServer(settings) as server:
         wait_for(lambda: httpx.get(f"{server.url}/readyz").status_code == 200, 600)
         yield server
@@ -78,19 +92,26 @@ def test_every_demo_adapter_and_the_base_answer_sync_and_streaming(gw: GatewaySe
     oa = client(gw)
     texts = {}
     for model in ("demo-base", *DEMO):
-        raw = oa.completions.with_raw_response.create(model=model, prompt=PROMPT, max_tokens=12,
-                                                      temperature=0)  # fmt: skip
+        raw = oa.completions.with_raw_response.create(
+            model=model, prompt=PROMPT, max_tokens=12, temperature=0
+        )
         completion = raw.parse()
         assert completion.model == model and raw.headers["x-adapter-version"].startswith(model)
         texts[model] = completion.choices[0].text
         streamed = "".join(
-            c.choices[0].text for c in oa.completions.create(
-                model=model, prompt=PROMPT, max_tokens=12, temperature=0, stream=True)
+            c.choices[0].text
+            for c in oa.completions.create(
+                model=model, prompt=PROMPT, max_tokens=12, temperature=0, stream=True
+            )
             if c.choices
-        )  # fmt: skip
+        )
         assert streamed == texts[model], model
-        chat = oa.chat.completions.create(model=model, max_tokens=12, temperature=0,
-                                          messages=[{"role": "user", "content": PROMPT}])  # fmt: skip
+        chat = oa.chat.completions.create(
+            model=model,
+            max_tokens=12,
+            temperature=0,
+            messages=[{"role": "user", "content": PROMPT}],
+        )
         assert chat.choices[0].message.content
     assert len(set(texts.values())) == len(texts), texts  # each adapter answers differently
     assert texts["sentiment"].strip().split()[0].lower().strip(".,") in {
@@ -119,10 +140,21 @@ def test_rollback_switches_version_without_an_engine_load(
         oa.completions.create(model=model, prompt=PROMPT, max_tokens=2)
     loads = gw.metric("loragate_adapter_loads_total", engine="engine-0", adapter="sentiment")
     store = AdapterStore(store_copy, None)
-    store.update_channels("sentiment", lambda c: Channels(stable=c.previous, previous=c.stable),
-                          actor="e2e", action="rollback")  # fmt: skip
-    wait_for(lambda: client(gw).completions.with_raw_response.create(
-        model="sentiment", prompt=PROMPT, max_tokens=2).headers["x-adapter-version"] == "sentiment@v1", 10)  # fmt: skip
+    store.update_channels(
+        "sentiment",
+        lambda c: Channels(stable=c.previous, previous=c.stable),
+        actor="e2e",
+        action="rollback",
+    )
+    wait_for(
+        lambda: (
+            client(gw)
+            .completions.with_raw_response.create(model="sentiment", prompt=PROMPT, max_tokens=2)
+            .headers["x-adapter-version"]
+            == "sentiment@v1"
+        ),
+        10,
+    )
     assert (
         gw.metric("loragate_adapter_loads_total", engine="engine-0", adapter="sentiment") == loads
     )
@@ -135,12 +167,21 @@ def test_engine_crash_restart_rewarm(gw: GatewayServer) -> None:
     starts = supervisor.starts
     supervisor.kill_for_test()
     wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 503, 30)
-    wait_for(lambda: supervisor.starts == starts + 1 and
-             httpx.get(f"{gw.url}/readyz").status_code == 200, 300)  # fmt: skip
+    wait_for(
+        lambda: (
+            supervisor.starts == starts + 1 and httpx.get(f"{gw.url}/readyz").status_code == 200
+        ),
+        300,
+    )
     # The rollback above pinned sentiment's stable and previous: both are re-warmed.
     engine = runtime.settings.engines[0].base_url()
-    wait_for(lambda: {"sentiment@v1", "sentiment@v2"} <= {
-        m["id"] for m in httpx.get(f"{engine}/v1/models").json()["data"]}, 60)  # fmt: skip
+    wait_for(
+        lambda: (
+            {"sentiment@v1", "sentiment@v2"}
+            <= {m["id"] for m in httpx.get(f"{engine}/v1/models").json()["data"]}
+        ),
+        60,
+    )
     answer = client(gw).completions.create(model="qa", prompt=PROMPT, max_tokens=4)
     assert answer.choices[0].text
     assert gw.metric("loragate_engine_restarts_total", engine="engine-0") == 1

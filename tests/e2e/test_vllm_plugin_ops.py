@@ -33,9 +33,9 @@ def stock_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Callable[..
     ops_module = importlib.import_module(OPS_MODULE)
     originals = _originals(ops_module)
     for name in vllm_plugin.PATCH_MODULES:
-        module = importlib.import_module(name)
+        patched = importlib.import_module(name)
         for op in vllm_plugin.OP_NAMES:
-            monkeypatch.setattr(module, op, originals[op])
+            monkeypatch.setattr(patched, op, originals[op])
     yield originals
 
 

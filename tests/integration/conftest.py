@@ -13,7 +13,7 @@ from loadtest.simengine import SimConfig, SimEngineServer
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
 from server.store.validation import ValidationLimits
-from tests.factory import TINY_SPEC, add_version
+from tests.factory import TINY_SPEC, add_version, set_channels
 from tests.servers import GatewayServer, tiny_settings
 
 # Fast timings so a whole suite of engine round trips stays within seconds.
@@ -62,12 +62,18 @@ def tiny_store(tmp_path: Path) -> AdapterStore:
     store = AdapterStore(tmp_path / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
     for name, versions in (("alpha", ("v1", "v2")), ("beta", ("v1",)), ("gamma", ("v1",))):
         for i, v in enumerate(versions):
-            add_version(store, tmp_path, name, v, seed=i,
-                        prompt_template={"completion": f"<{name}-{v}> {{input}}"})  # fmt: skip
+            add_version(
+                store,
+                tmp_path,
+                name,
+                v,
+                seed=i,
+                prompt_template={"completion": f"<{name}-{v}> {{input}}"},
+            )
         stable = versions[-1]
         previous = versions[-2] if len(versions) > 1 else None
-        store.update_channels(name, lambda c, s=stable, p=previous: Channels(stable=s, previous=p),
-                              actor="setup", action="promote")  # fmt: skip
+        chosen = Channels(stable=stable, previous=previous)
+        store.update_channels(name, set_channels(chosen), actor="setup", action="promote")
     # Old enough that nothing is pinned by the rollback window.
     return store
 
@@ -83,12 +89,20 @@ def gateway(
     def start(
         engines: int = 1, settings: dict[str, Any] | None = None, slots: int = 2, **sim: Any
     ) -> tuple[GatewayServer, list[SimEngineServer]]:
-        sims = [sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots,
-                              **sim}) for _ in range(engines)]  # fmt: skip
-        cfg = tiny_settings(tiny_store.root, [], tmp_path, **{
-            "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
-            "rollback_window_s": 0, **(settings or {}),
-        })  # fmt: skip
+        sims = [
+            sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots, **sim})
+            for _ in range(engines)
+        ]
+        cfg = tiny_settings(
+            tiny_store.root,
+            [],
+            tmp_path,
+            **{
+                "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
+                "rollback_window_s": 0,
+                **(settings or {}),
+            },
+        )
         gw = GatewayServer(cfg).__enter__()
         started.append(gw)
         return gw, sims

@@ -72,20 +72,31 @@ def package_elsewhere(tmp: Path, name: str, version: str, r: int = 4, **fields: 
 
 def upload(gw: GatewayServer, name: str, directory: Path, version: str) -> httpx.Response:
     files = [("file", (p.name, p.read_bytes())) for p in sorted(directory.iterdir())]
-    return httpx.post(f"{gw.url}/admin/adapters/{name}/versions", headers=AUTH,
-                      data={"version": version}, files=files, timeout=30)  # fmt: skip
+    return httpx.post(
+        f"{gw.url}/admin/adapters/{name}/versions",
+        headers=AUTH,
+        data={"version": version},
+        files=files,
+        timeout=30,
+    )
 
 
 def tree(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"/"
-            for p in sorted(root.rglob("*"))}  # fmt: skip
+    return {
+        str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"/"
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def test_every_admin_route_needs_the_admin_token(admin_gateway: Start) -> None:
     gw, _ = admin_gateway()
     paths = httpx.get(f"{gw.url}/openapi.json").json()["paths"]
-    routes = [(method.upper(), path) for path, ops in paths.items() if path.startswith("/admin")
-              for method in ops]  # fmt: skip
+    routes = [
+        (method.upper(), path)
+        for path, ops in paths.items()
+        if path.startswith("/admin")
+        for method in ops
+    ]
     assert len(routes) == 10
     tenant_style = f"Bearer sk-{secrets.token_hex(16)}"
     for method, path in routes:
@@ -131,8 +142,10 @@ def test_promotion_prewarms_and_rollback_is_a_pointer_flip(
     stats = sim_stats(sim)
     assert (stats["loads"], stats["unloads"]) == (loads, 0)  # rollback loaded nothing
     assert gw.metric("loragate_rollbacks_total", adapter="alpha") == 1
-    assert gw.metric("loragate_active_version_info", adapter="alpha", version="v2",
-                     channel="stable") == 1  # fmt: skip
+    assert (
+        gw.metric("loragate_active_version_info", adapter="alpha", version="v2", channel="stable")
+        == 1
+    )
     again = call(gw, "POST", "/adapters/alpha/rollback")
     assert again.status_code == 409 and "no previous version" in again.json()["error"]["message"]
 
@@ -154,8 +167,9 @@ def test_promotion_is_refused_or_allowed_by_the_eval_numbers(
     assert "0.6500" in error["message"] and "0.7000" in error["message"]
     no_eval = call(gw, "POST", "/adapters/beta/promote", json={"version": "v2"})
     assert no_eval.status_code == 409 and "no gate dataset" in no_eval.json()["error"]["message"]
-    no_eval = call(gw, "POST", "/adapters/beta/promote",
-                   json={"version": "v2", "dataset": "heldout"})  # fmt: skip
+    no_eval = call(
+        gw, "POST", "/adapters/beta/promote", json={"version": "v2", "dataset": "heldout"}
+    )
     assert "has no eval on gate dataset 'heldout'" in no_eval.json()["error"]["message"]
 
     allowed = call(gw, "POST", "/adapters/alpha/promote", json={"version": "v4"})
@@ -165,7 +179,9 @@ def test_promotion_is_refused_or_allowed_by_the_eval_numbers(
 
     entries = call(gw, "GET", "/audit", params={"limit": 2}).json()["entries"]
     assert [(e["action"], e["from_version"], e["to_version"], e["forced"]) for e in entries] == [
-        ("promote", "v2", "v4", False), ("promote", "v4", "v3", True)]  # fmt: skip
+        ("promote", "v2", "v4", False),
+        ("promote", "v4", "v3", True),
+    ]
     assert {e["actor"] for e in entries} == {actor_for(ADMIN_TOKEN)}
     assert gw.metric("loragate_promotions_total", adapter="alpha", forced="true") == 1
     assert gw.metric("loragate_promotions_total", adapter="alpha", forced="false") == 1
@@ -205,13 +221,19 @@ def test_an_uploaded_version_is_servable_without_restart(
     v3 = next(v for v in alpha["versions"] if v["version"] == "v3")
     assert (v3["validation"], v3["resident_on"]) == ("valid", ["engine-0"])
     assert call(gw, "GET", "/audit", params={"limit": 1}).json()["entries"][0]["action"] == (
-        "register")  # fmt: skip
+        "register"
+    )
     again = upload(gw, "alpha", package_elsewhere(tmp_path / "2", "alpha", "v3"), "v3")
     assert again.status_code == 409 and again.json()["error"]["code"] == "version_exists"
 
     # A brand-new adapter: with no stable, the gate compares with the base model's score.
-    report = {"dataset": "heldout", "metric": "exact_match", "score": 0.6, "n": 20,
-              "baseline_score": 0.3}  # fmt: skip
+    report = {
+        "dataset": "heldout",
+        "metric": "exact_match",
+        "score": 0.6,
+        "n": 20,
+        "baseline_score": 0.3,
+    }
     delta = package_elsewhere(tmp_path / "3", "delta", "v1", eval=report)
     assert upload(gw, "delta", delta, "v1").status_code == 201
     promoted = call(gw, "POST", "/adapters/delta/promote", json={"version": "v1"})
@@ -225,13 +247,19 @@ def _tamper_weights(d: Path) -> None:
     (d / "adapter_model.safetensors").write_bytes(bytes(data))
 
 
-BROKEN: list[tuple[str, str, dict[str, Any], Callable[[Path], None], str, str]] = [
+BROKEN: list[tuple[str, str, dict[str, Any], Callable[[Path], object], str, str]] = [
     ("checksum", "v3", {}, _tamper_weights, "adapter_model.safetensors", "checksum"),
     ("rank", "v3", {"r": 16}, lambda d: None, "adapter_config.json", "rank"),
-    ("pickle", "v3", {}, lambda d: (d / "adapter_model.bin").write_bytes(b"\x80\x04"),
-     "adapter_model.bin", "no-pickle"),
+    (
+        "pickle",
+        "v3",
+        {},
+        lambda d: (d / "adapter_model.bin").write_bytes(b"\x80\x04"),
+        "adapter_model.bin",
+        "no-pickle",
+    ),
     ("identity", "v4", {}, lambda d: None, "manifest.json", "manifest-identity"),
-]  # fmt: skip
+]
 
 
 def test_broken_uploads_are_refused_with_their_rule_and_leave_nothing(
@@ -352,8 +380,10 @@ def test_pin_prewarm_retire_over_http(
     warm = call(gw, "POST", "/adapters/gamma/versions/v1/prewarm")
     assert warm.status_code == 200 and warm.json()["engines"] == ["engine-0"]
 
-    for path, why in (("/adapters/beta/versions/v2", "pinned"), ("/adapters/alpha/versions/v1",
-                      "stable, previous or canary")):  # fmt: skip
+    for path, why in (
+        ("/adapters/beta/versions/v2", "pinned"),
+        ("/adapters/alpha/versions/v1", "stable, previous or canary"),
+    ):
         refused = call(gw, "DELETE", path)
         assert refused.status_code == 409 and why in refused.json()["error"]["message"]
     assert call(gw, "POST", "/adapters/beta/versions/v2/unpin").status_code == 200
@@ -366,4 +396,7 @@ def test_pin_prewarm_retire_over_http(
     assert "beta@v2" not in sim_stats(sim)["registered"]
     entries = call(gw, "GET", "/audit", params={"limit": 3}).json()["entries"]
     assert [(e["action"], e["from_version"], e["to_version"]) for e in entries] == [
-        ("pin", None, "v2"), ("unpin", "v2", None), ("retire", "v2", None)]  # fmt: skip
+        ("pin", None, "v2"),
+        ("unpin", "v2", None),
+        ("retire", "v2", None),
+    ]

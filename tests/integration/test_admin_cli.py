@@ -31,8 +31,11 @@ def test_release_commands_drive_the_admin_api(admin_gateway: Start, tmp_path: Pa
 
     steps: list[tuple[tuple[str, ...], int, str]] = [
         (("status",), 0, "alpha"),
-        (("register", str(packaged), "--name", "alpha", "--version", "v3"), 0,
-         "registered alpha@v3"),
+        (
+            ("register", str(packaged), "--name", "alpha", "--version", "v3"),
+            0,
+            "registered alpha@v3",
+        ),
         (("promote", "alpha", "v3"), 1, "refused (409)"),  # no eval: the gate says no
         (("promote", "alpha", "v3", "--force"), 0, "forced past the eval gate"),
         (("rollback", "alpha"), 0, "alpha: stable v2, previous -"),
@@ -43,7 +46,7 @@ def test_release_commands_drive_the_admin_api(admin_gateway: Start, tmp_path: Pa
         (("unpin", "alpha", "v3"), 0, "alpha: stable v2"),
         (("retire", "alpha", "v3"), 0, "retired alpha@v3 → .retired-v3-"),
         (("audit", "--limit", "3"), 0, "retire"),
-    ]  # fmt: skip
+    ]
     for args, code, fragment in steps:
         result = cli(gw, *args)
         assert result.exit_code == code, (args, result.output)
@@ -59,6 +62,9 @@ def test_refusals_and_connection_errors_have_their_exit_codes(admin_gateway: Sta
     assert no_token.exit_code == 1 and "missing admin token" in no_token.output
     wrong = cli(gw, "rollback", "alpha", token="not-the-token")
     assert wrong.exit_code == 1 and "invalid admin token" in wrong.output
-    down = runner.invoke(app, ["adapters", "status", "--url", "http://127.0.0.1:9"],
-                         env={"LORAGATE_ADMIN_TOKEN": ADMIN_TOKEN})  # fmt: skip
+    down = runner.invoke(
+        app,
+        ["adapters", "status", "--url", "http://127.0.0.1:9"],
+        env={"LORAGATE_ADMIN_TOKEN": ADMIN_TOKEN},
+    )
     assert down.exit_code == 2 and "unreachable" in down.output

@@ -22,13 +22,26 @@ def test_eval_records_a_report_with_a_baseline(
     gw, _ = gateway()
     data = tmp_path / "sentiment" / "heldout.jsonl"
     data.parent.mkdir()
-    data.write_text("".join(json.dumps({"input": f"review {i}", "target": "positive"}) + "\n"
-                            for i in range(6)))  # fmt: skip
+    data.write_text(
+        "".join(json.dumps({"input": f"review {i}", "target": "positive"}) + "\n" for i in range(6))
+    )
 
-    result = CliRunner().invoke(app, [
-        "eval", "--url", gw.url, "--model", "alpha@v1", "--dataset", str(data),
-        "--store", str(tiny_store.root), "--base-model", "tiny-base",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "eval",
+            "--url",
+            gw.url,
+            "--model",
+            "alpha@v1",
+            "--dataset",
+            str(data),
+            "--store",
+            str(tiny_store.root),
+            "--base-model",
+            "tiny-base",
+        ],
+    )
 
     assert result.exit_code == 0, result.output
     written = json.loads(

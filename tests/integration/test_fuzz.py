@@ -5,6 +5,7 @@ schemas, and invalid input is refused."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import schemathesis
@@ -25,8 +26,15 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySe
     store = AdapterStore(tmp / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
     add_version(store, tmp, "alpha", "v1")
     store.update_channels("alpha", lambda c: Channels(stable="v1"), actor="t", action="promote")
-    config = SimConfig(model="tiny-base", max_loras=2, max_cpu_loras=2, load_ms=1, ttft_ms=0,
-                       token_ms=0, max_model_len=4096)  # fmt: skip
+    config = SimConfig(
+        model="tiny-base",
+        max_loras=2,
+        max_cpu_loras=2,
+        load_ms=1,
+        ttft_ms=0,
+        token_ms=0,
+        max_model_len=4096,
+    )
     with (
         SimEngineServer(config) as sim,
         GatewayServer(tiny_settings(store.root, [sim.url], tmp, rollback_window_s=0)) as gw,
@@ -37,15 +45,18 @@ def fuzz_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewaySe
 def test_no_server_errors_and_responses_match_the_schema(fuzz_gateway: GatewayServer) -> None:
     # schemathesis' pytest plugin does not support pytest 9 yet: drive hypothesis directly.
     schema = schemathesis.openapi.from_url(f"{fuzz_gateway.url}/openapi.json")
-    operations = [r.ok() for r in schema.include(path_regex="^/(v1/|healthz|readyz)")
-                  .get_all_operations()]  # fmt: skip
+    operations = [
+        r.ok()  # type: ignore[union-attr]
+        for r in schema.include(path_regex="^/(v1/|healthz|readyz)").get_all_operations()
+    ]
     assert len(operations) == 5
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck),
-                  database=None)  # fmt: skip
-        def fuzz(case: schemathesis.Case) -> None:
+        @settings(
+            max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None
+        )
+        def fuzz(case: schemathesis.Case[Any]) -> None:
             # Not positive_data_acceptance: a schema-valid body can still be refused on purpose
             # (no model and no default, max_tokens over the context), with a documented 400.
             case.call_and_validate(excluded_checks=[checks.positive_data_acceptance])

@@ -57,11 +57,10 @@ def test_prompt_template_of_the_served_version_is_applied(gateway: Start) -> Non
     gw, _ = gateway()
     oa = client(gw)
     # The simulated engine counts whitespace words: the template adds "<alpha-v2>".
-    assert oa.completions.create(model="alpha", prompt="a b", max_tokens=1).usage.prompt_tokens == 3  # type: ignore[union-attr]
-    assert (
-        oa.completions.create(model="tiny-base", prompt="a b", max_tokens=1).usage.prompt_tokens
-        == 2
-    )  # type: ignore[union-attr]
+    adapter_usage = oa.completions.create(model="alpha", prompt="a b", max_tokens=1).usage
+    base_usage = oa.completions.create(model="tiny-base", prompt="a b", max_tokens=1).usage
+    assert adapter_usage is not None and adapter_usage.prompt_tokens == 3
+    assert base_usage is not None and base_usage.prompt_tokens == 2
 
 
 def test_streaming_chat_relays_chunks_and_done(gateway: Start) -> None:
@@ -83,10 +82,15 @@ def test_streaming_chat_relays_chunks_and_done(gateway: Start) -> None:
 
 def test_streaming_usage_is_passed_when_the_client_asks(gateway: Start) -> None:
     gw, _ = gateway()
-    chunks = list(client(gw).completions.create(
-        model="beta", prompt="a b c", max_tokens=3, stream=True,
-        stream_options={"include_usage": True},
-    ))  # fmt: skip
+    chunks = list(
+        client(gw).completions.create(
+            model="beta",
+            prompt="a b c",
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
     assert gw.metric("loragate_tokens_total", adapter="beta", kind="completion") == 3
 
@@ -120,8 +124,11 @@ class HeldStream:
 
     def __init__(self, gw: GatewayServer, model: str) -> None:
         self.http = httpx.Client(timeout=30)
-        request = self.http.build_request("POST", f"{gw.url}/v1/completions", json={
-            "model": model, "prompt": "x", "max_tokens": 200, "stream": True})  # fmt: skip
+        request = self.http.build_request(
+            "POST",
+            f"{gw.url}/v1/completions",
+            json={"model": model, "prompt": "x", "max_tokens": 200, "stream": True},
+        )
         self.response = self.http.send(request, stream=True)
         assert self.response.status_code == 200
         # Keep the iterator: dropping it would close the response (a client disconnect).

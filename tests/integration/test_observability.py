@@ -31,14 +31,14 @@ import pytest
 
 from loadtest import dashboards
 from loadtest.simengine import SimConfig, SimEngineServer
+from loadtest.threaded import free_port
 from server.store.manifest import Canary, Channels
 from server.store.store import AdapterStore
 from server.store.validation import ValidationLimits
-from tests.factory import TINY_SPEC, add_version
+from tests.factory import TINY_SPEC, add_version, set_channels
 from tests.prometheus import (
     PrometheusServer,
     alert_names,
-    free_port,
     prometheus_binary,
     rules_for_test,
 )
@@ -46,9 +46,11 @@ from tests.servers import GatewayServer, tiny_settings
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(prometheus_binary() is None,
-                       reason="prometheus not installed: run scripts/install_prometheus.sh"),
-]  # fmt: skip
+    pytest.mark.skipif(
+        prometheus_binary() is None,
+        reason="prometheus not installed: run scripts/install_prometheus.sh",
+    ),
+]
 
 # Thresholds a ~40 s run cannot reach honestly (they average over minutes, or need seconds of
 # latency): lowered for the fleet run only. The thrash/calm runs use the real ones.
@@ -64,8 +66,11 @@ FLEET_THRESHOLDS = {
     "LoragateGatewayOverheadHigh": ("> 0.05", "> 0"),
     "LoragateCanaryLatencyWorse": ("(1.5 *", "(0 *"),
 }
-HOST_DEPENDENT = {"LoragateGatewayOverheadHigh", "LoragateRequestLatencyP99High",
-                  "LoragateTimeToFirstTokenP99High"}  # fmt: skip
+HOST_DEPENDENT = {
+    "LoragateGatewayOverheadHigh",
+    "LoragateRequestLatencyP99High",
+    "LoragateTimeToFirstTokenP99High",
+}
 SWAP_ALERTS = {"LoragateAdapterThrashing", "LoragateSwapRatioHigh"}
 ADMIN_TOKEN = "observability-test-admin-token"
 RATE_INTERVAL = "15s"  # what Grafana's $__rate_interval is for a 1 s scrape at a 2-3 s step
@@ -108,12 +113,17 @@ class Traffic:
         names, weights = list(self.models), list(self.models.values())
         with httpx.Client(base_url=self.url, timeout=10) as client:
             while not self._stop.is_set() and next(self._count) < self.max_requests:
-                body = {"model": rng.choices(names, weights)[0], "prompt": "hello",
-                        "max_tokens": 6, "user": f"user-{rng.randrange(1000)}"}  # fmt: skip
+                body = {
+                    "model": rng.choices(names, weights)[0],
+                    "prompt": "hello",
+                    "max_tokens": 6,
+                    "user": f"user-{rng.randrange(1000)}",
+                }
                 try:
                     if rng.random() < self.stream_share:
-                        with client.stream("POST", "/v1/completions",
-                                           json={**body, "stream": True}) as r:  # fmt: skip
+                        with client.stream(
+                            "POST", "/v1/completions", json={**body, "stream": True}
+                        ) as r:
                             r.read()
                     else:
                         r = client.post("/v1/completions", json=body)
@@ -149,12 +159,13 @@ def make_store(root: Path, tmp: Path) -> AdapterStore:
     for name, count in layout.items():
         for i in range(1, count + 1):
             add_version(store, tmp, name, f"v{i}", seed=i)
-    channels = {"alpha": Channels(stable="v2", previous="v1", canary=Canary(version="v3",
-                                                                            weight=0.5)),
-                "beta": Channels(stable="v1")}  # fmt: skip
+    channels = {
+        "alpha": Channels(stable="v2", previous="v1", canary=Canary(version="v3", weight=0.5)),
+        "beta": Channels(stable="v1"),
+    }
     for name in layout:
         chosen = channels.get(name, Channels(stable="v1"))
-        store.update_channels(name, lambda _c, ch=chosen: ch, actor="setup", action="promote")
+        store.update_channels(name, set_channels(chosen), actor="setup", action="promote")
     return store
 
 
@@ -174,28 +185,59 @@ class FleetRun:
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
     tmp = tmp_path_factory.mktemp("fleet")
     store = make_store(tmp / "store", tmp)
-    sim_args = {"model": "tiny-base", "max_loras": 2, "max_cpu_loras": 3, "load_ms": 80.0,
-                "ttft_ms": 2.0, "token_ms": 2.0, "load_pauses_decoding": False,
-                "faults": {"fail_load": "^alpha@v3$"}}  # fmt: skip
+    sim_args = {
+        "model": "tiny-base",
+        "max_loras": 2,
+        "max_cpu_loras": 3,
+        "load_ms": 80.0,
+        "ttft_ms": 2.0,
+        "token_ms": 2.0,
+        "load_pauses_decoding": False,
+        "faults": {"fail_load": "^alpha@v3$"},
+    }
     managed_port = free_port()
     with SimEngineServer(SimConfig.model_validate(sim_args)) as engine0:
         settings = tiny_settings(
-            store.root, [], tmp, rollback_window_s=0, reconcile_interval_s=1.0,
-            swap_ratio_window_s=20.0, log_dir=tmp / "logs", admin_token=ADMIN_TOKEN,
+            store.root,
+            [],
+            tmp,
+            rollback_window_s=0,
+            reconcile_interval_s=1.0,
+            swap_ratio_window_s=20.0,
+            log_dir=tmp / "logs",
+            admin_token=ADMIN_TOKEN,
             engines=[
                 {"name": "engine-0", "url": engine0.url, "max_cpu_loras": 3},
-                {"name": "engine-1", "max_cpu_loras": 3, "managed": {
-                    "kind": "sim", "model": "tiny-base", "port": managed_port, "max_loras": 2,
-                    "restart_backoff_s": 0.2, "ready_timeout_s": 30,
-                    "extra_args": ["--load-ms", "80", "--ttft-ms", "2", "--token-ms", "2",
-                                   "--fail-load", "^alpha@v3$"]}},
+                {
+                    "name": "engine-1",
+                    "max_cpu_loras": 3,
+                    "managed": {
+                        "kind": "sim",
+                        "model": "tiny-base",
+                        "port": managed_port,
+                        "max_loras": 2,
+                        "restart_backoff_s": 0.2,
+                        "ready_timeout_s": 30,
+                        "extra_args": [
+                            "--load-ms",
+                            "80",
+                            "--ttft-ms",
+                            "2",
+                            "--token-ms",
+                            "2",
+                            "--fail-load",
+                            "^alpha@v3$",
+                        ],
+                    },
+                },
             ],
-        )  # fmt: skip
+        )
         with GatewayServer(settings) as gw:
             _wait_engines_up(gw, 2)
-            targets = {"loragate": [gw.url.removeprefix("http://"), f"127.0.0.1:{free_port()}"],
-                       "vllm": [engine0.url.removeprefix("http://"),
-                                f"127.0.0.1:{managed_port}"]}  # fmt: skip
+            targets = {
+                "loragate": [gw.url.removeprefix("http://"), f"127.0.0.1:{free_port()}"],
+                "vllm": [engine0.url.removeprefix("http://"), f"127.0.0.1:{managed_port}"],
+            }
             rules = rules_for_test(replace=FLEET_THRESHOLDS)
             with PrometheusServer(tmp / "prometheus", targets, rules) as prom:
                 assert prom.wait_until(lambda: len(prom.api.query("up")) == 4, timeout_s=15)
@@ -212,8 +254,15 @@ def _wait_engines_up(gw: GatewayServer, count: int, timeout_s: float = 30) -> No
 def _run_fleet(
     prom: PrometheusServer, gw: GatewayServer, engine0: SimEngineServer, store: AdapterStore
 ) -> FleetRun:
-    models = {"alpha": 4, "beta": 2, "gamma": 1, "delta": 1, "epsilon": 1, "alpha@v1": 0.5,
-              "tiny-base": 1}  # fmt: skip
+    models = {
+        "alpha": 4,
+        "beta": 2,
+        "gamma": 1,
+        "delta": 1,
+        "epsilon": 1,
+        "alpha@v1": 0.5,
+        "tiny-base": 1,
+    }
     start = time.time()
     traffic = Traffic(gw.url, models).start()
     try:
@@ -221,8 +270,12 @@ def _run_fleet(
         gw.runtime.supervisors[0].kill_for_test()  # a crash: restarted by the supervisor
         time.sleep(PHASE_S)
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        promoted = httpx.post(f"{gw.url}/admin/adapters/beta/promote", headers=admin,
-                              json={"version": "v2", "force": True}, timeout=30)  # fmt: skip
+        promoted = httpx.post(
+            f"{gw.url}/admin/adapters/beta/promote",
+            headers=admin,
+            json={"version": "v2", "force": True},
+            timeout=30,
+        )
         assert promoted.status_code == 200, promoted.text
         time.sleep(PHASE_S)
         rolled_back = httpx.post(f"{gw.url}/admin/adapters/beta/rollback", headers=admin)
@@ -261,8 +314,15 @@ def test_recording_rules_healthy_and_render(fleet: FleetRun) -> None:
     if RENDER_DIR:
         from loadtest.render_dashboards import render_all
 
-        written = render_all(fleet.prom.api, fleet.start, fleet.end, Path(RENDER_DIR), step=2,
-                             scrape_interval_s=1, interval="10s")  # fmt: skip
+        written = render_all(
+            fleet.prom.api,
+            fleet.start,
+            fleet.end,
+            Path(RENDER_DIR),
+            step=2,
+            scrape_interval_s=1,
+            interval="10s",
+        )
         assert len(written) == len(dashboards.load())
 
 
@@ -272,15 +332,24 @@ def test_recording_rules_healthy_and_render(fleet: FleetRun) -> None:
 def _swap_run(
     tiny_store: AdapterStore, tmp: Path, slots: int, seconds: float, stop_when_firing: bool
 ) -> tuple[set[str], list[Any], int]:
-    sim = SimConfig(model="tiny-base", max_loras=1, max_cpu_loras=slots, load_ms=20.0,
-                    ttft_ms=1.0, token_ms=1.0)  # fmt: skip
+    sim = SimConfig(
+        model="tiny-base", max_loras=1, max_cpu_loras=slots, load_ms=20.0, ttft_ms=1.0, token_ms=1.0
+    )
     with SimEngineServer(sim) as engine:
-        settings = tiny_settings(tiny_store.root, [], tmp, rollback_window_s=0,
-                                 reconcile_interval_s=1.0, swap_ratio_window_s=20.0,
-                                 engines=[{"url": engine.url, "max_cpu_loras": slots}])  # fmt: skip
+        settings = tiny_settings(
+            tiny_store.root,
+            [],
+            tmp,
+            rollback_window_s=0,
+            reconcile_interval_s=1.0,
+            swap_ratio_window_s=20.0,
+            engines=[{"url": engine.url, "max_cpu_loras": slots}],
+        )
         with GatewayServer(settings) as gw:
-            targets = {"loragate": [gw.url.removeprefix("http://")],
-                       "vllm": [engine.url.removeprefix("http://")]}  # fmt: skip
+            targets = {
+                "loragate": [gw.url.removeprefix("http://")],
+                "vllm": [engine.url.removeprefix("http://")],
+            }
             with PrometheusServer(tmp / "prometheus", targets, rules_for_test()) as prom:
 
                 def firing() -> bool:
@@ -297,8 +366,9 @@ def _swap_run(
 def test_thrash_alert_fires_when_one_slot_serves_two_adapters(
     tiny_store: AdapterStore, tmp_path: Path
 ) -> None:
-    active, thrash, sent = _swap_run(tiny_store, tmp_path, slots=1, seconds=30,
-                                     stop_when_firing=True)  # fmt: skip
+    active, thrash, sent = _swap_run(
+        tiny_store, tmp_path, slots=1, seconds=30, stop_when_firing=True
+    )
     assert "LoragateAdapterThrashing" in active, (active, sent)
     assert "LoragateSwapRatioHigh" in active, active
     assert {s.labels["adapter"] for s in thrash} == {"alpha", "beta"}
@@ -308,8 +378,9 @@ def test_thrash_alert_fires_when_one_slot_serves_two_adapters(
 def test_no_alert_when_two_slots_serve_two_adapters(
     tiny_store: AdapterStore, tmp_path: Path
 ) -> None:
-    active, thrash, sent = _swap_run(tiny_store, tmp_path, slots=2, seconds=12,
-                                     stop_when_firing=False)  # fmt: skip
+    active, thrash, sent = _swap_run(
+        tiny_store, tmp_path, slots=2, seconds=12, stop_when_firing=False
+    )
     assert sent > 50, sent
     # Neither firing nor pending. The latency alerts are left out: on a shared 2-core machine
     # a few slow requests can cross their real thresholds whatever the scenario does.

@@ -89,15 +89,40 @@ def test_cpu_cache_smaller_than_a_batch_is_refused_like_vllm() -> None:
 
 def test_cli_flags_map_onto_config() -> None:
     args = build_parser().parse_args(
-        ["--port", "0", "--model", "m", "--max-loras", "2", "--max-cpu-loras", "3",
-         "--load-ms", "30", "--load-jitter-ms", "5", "--ttft-ms", "7", "--token-ms", "2",
-         "--max-model-len", "512", "--seed", "9", "--fail-load", "bad", "--load-lies"]
-    )  # fmt: skip
+        [
+            "--port",
+            "0",
+            "--model",
+            "m",
+            "--max-loras",
+            "2",
+            "--max-cpu-loras",
+            "3",
+            "--load-ms",
+            "30",
+            "--load-jitter-ms",
+            "5",
+            "--ttft-ms",
+            "7",
+            "--token-ms",
+            "2",
+            "--max-model-len",
+            "512",
+            "--seed",
+            "9",
+            "--fail-load",
+            "bad",
+            "--load-lies",
+        ]
+    )
     config = config_from_args(args)
     assert (config.model, config.max_loras, config.cpu_lora_capacity) == ("m", 2, 3)
     assert (config.load_ms, config.load_jitter_ms, config.ttft_ms, config.token_ms) == (
-        30, 5, 7, 2,
-    )  # fmt: skip
+        30,
+        5,
+        7,
+        2,
+    )
     assert (config.max_model_len, config.seed) == (512, 9)
     assert config.faults.fail_load == "bad" and config.faults.load_lies
 
@@ -297,8 +322,11 @@ def test_openai_client_completion_and_chat(sim_server: StartSim, make_adapter: M
         base = client.completions.create(model="base", prompt="the food was great")
         chat = client.chat.completions.create(
             model="sentiment@v2",
-            messages=[{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi there"}],
-        )  # fmt: skip
+            messages=[
+                {"role": "system", "content": "be brief"},
+                {"role": "user", "content": "hi there"},
+            ],
+        )
 
     text = first.choices[0].text
     assert text.startswith("[sentiment@v2] ") and len(text.split()) == 4
@@ -364,9 +392,14 @@ def test_sse_wire_format_matches_vllm(sim_server: StartSim) -> None:
     first, last = json.loads(payloads[0]), json.loads(payloads[1])
     assert list(first) == ["id", "object", "created", "model", "choices"]  # exclude_unset
     assert first["choices"][0] == {
-        "index": 0, "text": "[base]", "logprobs": None, "finish_reason": None,
-        "stop_reason": None, "prompt_token_ids": None, "token_ids": None,
-    }  # fmt: skip
+        "index": 0,
+        "text": "[base]",
+        "logprobs": None,
+        "finish_reason": None,
+        "stop_reason": None,
+        "prompt_token_ids": None,
+        "token_ids": None,
+    }
     assert last["choices"][0]["finish_reason"] == "stop"
     assert last["system_fingerprint"].startswith("vllm-0.32.0-")  # on the final chunk only
     chat_chunks = [json.loads(p) for p in sse_payloads(chat.text)[:-1]]

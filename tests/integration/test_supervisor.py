@@ -26,18 +26,31 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 20.0) -> None:
 
 def test_managed_engine_crash_restart_rewarm(tiny_store: AdapterStore, tmp_path: Path) -> None:
     port = free_port()
-    managed = {"kind": "sim", "port": port, "max_loras": 2, "restart_backoff_s": 0.2,
-               "extra_args": ["--load-ms", "20", "--token-ms", "1"]}  # fmt: skip
+    managed = {
+        "kind": "sim",
+        "port": port,
+        "max_loras": 2,
+        "restart_backoff_s": 0.2,
+        "extra_args": ["--load-ms", "20", "--token-ms", "1"],
+    }
     settings = tiny_settings(
-        tiny_store.root, [], tmp_path, rollback_window_s=3600, reconcile_interval_s=60,
-        log_dir=tmp_path / "logs", engines=[{"managed": managed, "max_cpu_loras": 3}],
-    )  # fmt: skip
+        tiny_store.root,
+        [],
+        tmp_path,
+        rollback_window_s=3600,
+        reconcile_interval_s=60,
+        log_dir=tmp_path / "logs",
+        engines=[{"managed": managed, "max_cpu_loras": 3}],
+    )
     with GatewayServer(settings) as gw:
         runtime = gw.runtime
         wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 200)
         body = {"model": "alpha", "prompt": "x", "max_tokens": 2}
-        assert httpx.post(f"{gw.url}/v1/completions", json=body).json()["choices"][0][
-            "text"].startswith("[alpha@v2]")  # fmt: skip
+        assert (
+            httpx.post(f"{gw.url}/v1/completions", json=body)
+            .json()["choices"][0]["text"]
+            .startswith("[alpha@v2]")
+        )
         # Channels were just written, so versions are pinned (budget: 3 slots - 1 = 2).
         pinned = runtime.registry.pinned()
         assert len(pinned) == 2
@@ -46,8 +59,12 @@ def test_managed_engine_crash_restart_rewarm(tiny_store: AdapterStore, tmp_path:
         runtime.supervisors[0].kill_for_test()  # the engine crashes
         wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 503)
 
-        wait_for(lambda: runtime.supervisors[0].starts == 2 and
-                 httpx.get(f"{gw.url}/readyz").status_code == 200)  # fmt: skip
+        wait_for(
+            lambda: (
+                runtime.supervisors[0].starts == 2
+                and httpx.get(f"{gw.url}/readyz").status_code == 200
+            )
+        )
         assert runtime.supervisors[0].pid != first_pid
         sim = f"http://127.0.0.1:{port}"
         wait_for(lambda: pinned <= set(httpx.get(f"{sim}/sim/stats").json()["registered"]))

@@ -22,12 +22,28 @@ KEYS = {"retail": "sk-retail-123", "bank": "sk-bank-456"}
 
 
 def tenants_file(path: Path, **bank: Any) -> Path:
-    path.write_text(yaml.safe_dump({"tenants": {
-        "retail": {"keys_sha256": [hash_key(KEYS["retail"])], "adapters": ["alpha", "beta"],
-                   "default": "alpha", "tasks": {"sentiment": "alpha", "summarize": "beta"}},
-        "bank": {"keys_sha256": [hash_key(KEYS["bank"])], "adapters": ["gamma"],
-                 "allow_base": False, "max_tokens": 8, "default": "gamma", **bank},
-    }}))  # fmt: skip
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "tenants": {
+                    "retail": {
+                        "keys_sha256": [hash_key(KEYS["retail"])],
+                        "adapters": ["alpha", "beta"],
+                        "default": "alpha",
+                        "tasks": {"sentiment": "alpha", "summarize": "beta"},
+                    },
+                    "bank": {
+                        "keys_sha256": [hash_key(KEYS["bank"])],
+                        "adapters": ["gamma"],
+                        "allow_base": False,
+                        "max_tokens": 8,
+                        "default": "gamma",
+                        **bank,
+                    },
+                }
+            }
+        )
+    )
     return path
 
 
@@ -46,15 +62,22 @@ def call(
 ) -> httpx.Response:
     if tenant is not None:
         headers["Authorization"] = f"Bearer {KEYS[tenant]}"
-    return httpx.post(f"{gw.url}/v1/completions", json={"prompt": "hi", "max_tokens": 2, **body},
-                      headers=headers, timeout=10)  # fmt: skip
+    return httpx.post(
+        f"{gw.url}/v1/completions",
+        json={"prompt": "hi", "max_tokens": 2, **body},
+        headers=headers,
+        timeout=10,
+    )
 
 
 def test_keys_are_required_and_checked(secured: Callable[..., GatewayServer]) -> None:
     gw = secured()
     assert call(gw, None, {"model": "alpha"}).status_code == 401
-    bad = httpx.post(f"{gw.url}/v1/completions", json={"model": "alpha", "prompt": "x"},
-                     headers={"Authorization": "Bearer sk-nope"})  # fmt: skip
+    bad = httpx.post(
+        f"{gw.url}/v1/completions",
+        json={"model": "alpha", "prompt": "x"},
+        headers={"Authorization": "Bearer sk-nope"},
+    )
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
     oa = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=KEYS["retail"], max_retries=0)
     assert (
@@ -66,8 +89,10 @@ def test_keys_are_required_and_checked(secured: Callable[..., GatewayServer]) ->
 
 def test_each_tenant_sees_only_its_own_adapters(secured: Callable[..., GatewayServer]) -> None:
     gw = secured()
-    listed = {t: [m.id for m in openai.OpenAI(base_url=f"{gw.url}/v1", api_key=k).models.list().data]
-              for t, k in KEYS.items()}  # fmt: skip
+    listed = {
+        t: [m.id for m in openai.OpenAI(base_url=f"{gw.url}/v1", api_key=k).models.list().data]
+        for t, k in KEYS.items()
+    }
     assert listed == {"retail": ["tiny-base", "alpha", "beta"], "bank": ["gamma"]}
     models = httpx.get(f"{gw.url}/v1/models", headers={"Authorization": f"Bearer {KEYS['retail']}"})
     assert models.json()["data"][1]["tasks"] == ["sentiment"]
@@ -94,7 +119,11 @@ def test_403_when_foreign_names_may_be_revealed(secured: Callable[..., GatewaySe
 
 def test_routing_by_task_header_alias_and_default(secured: Callable[..., GatewayServer]) -> None:
     gw = secured()
-    text = lambda r: r.json()["choices"][0]["text"]  # noqa: E731
+
+    def text(response: httpx.Response) -> str:
+        answer: str = response.json()["choices"][0]["text"]
+        return answer
+
     assert text(call(gw, "retail", {"model": "summarize"})).startswith("[beta@v1]")
     assert text(call(gw, "retail", {}, **{"X-Task": "summarize"})).startswith("[beta@v1]")
     assert text(call(gw, "retail", {})).startswith("[alpha@v2]")
@@ -124,11 +153,15 @@ def test_rate_limit_gives_429_with_retry_after(secured: Callable[..., GatewaySer
 
 def test_concurrency_limit_gives_429(secured: Callable[..., GatewayServer]) -> None:
     gw = secured(max_concurrent=1, max_tokens=400)
-    with httpx.Client(timeout=30) as http, http.stream(
-        "POST", f"{gw.url}/v1/completions",
-        json={"model": "gamma", "prompt": "x", "max_tokens": 200, "stream": True},
-        headers={"Authorization": f"Bearer {KEYS['bank']}"},
-    ) as held:  # fmt: skip
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            f"{gw.url}/v1/completions",
+            json={"model": "gamma", "prompt": "x", "max_tokens": 200, "stream": True},
+            headers={"Authorization": f"Bearer {KEYS['bank']}"},
+        ) as held,
+    ):
         chunks = held.iter_bytes()
         next(chunks)
         assert call(gw, "bank", {}).status_code == 429
@@ -136,11 +169,16 @@ def test_concurrency_limit_gives_429(secured: Callable[..., GatewayServer]) -> N
 
 def test_hostile_host_headers_do_not_change_auth(secured: Callable[..., GatewayServer]) -> None:
     gw = secured()
-    for headers in ({"Host": "localhost/healthz?"}, {"Host": "evil.example"},
-                    {"X-Forwarded-Host": "internal"}, {"X-Original-URL": "/healthz"},
-                    {"X-Forwarded-Prefix": "/healthz"}):  # fmt: skip
-        response = httpx.post(f"{gw.url}/v1/completions", json={"model": "alpha", "prompt": "x"},
-                              headers=headers)  # fmt: skip
+    for headers in (
+        {"Host": "localhost/healthz?"},
+        {"Host": "evil.example"},
+        {"X-Forwarded-Host": "internal"},
+        {"X-Original-URL": "/healthz"},
+        {"X-Forwarded-Prefix": "/healthz"},
+    ):
+        response = httpx.post(
+            f"{gw.url}/v1/completions", json={"model": "alpha", "prompt": "x"}, headers=headers
+        )
         assert response.status_code == 401, headers
 
 

@@ -22,11 +22,28 @@ def test_package_validate_list(tmp_path: Path) -> None:
     )
     store = tmp_path / "store"
 
-    result = runner.invoke(app, [
-        "adapters", "package", str(peft), "--store", str(store), "--name", "sentiment",
-        "--version", "v1", "--template", "Review: {input}\nSentiment:", "--eval", str(report),
-        "--dataset-id", "synthetic-reviews", "--origin", "scripts/demo_data.py",
-    ])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "adapters",
+            "package",
+            str(peft),
+            "--store",
+            str(store),
+            "--name",
+            "sentiment",
+            "--version",
+            "v1",
+            "--template",
+            "Review: {input}\nSentiment:",
+            "--eval",
+            str(report),
+            "--dataset-id",
+            "synthetic-reviews",
+            "--origin",
+            "scripts/demo_data.py",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = json.loads((store / "sentiment" / "v1" / "manifest.json").read_text())
     assert manifest["eval"]["score"] == 0.8
@@ -43,8 +60,23 @@ def test_package_validate_list(tmp_path: Path) -> None:
 def test_validate_names_the_broken_rule_and_exits_1(tmp_path: Path) -> None:
     peft = make_peft_dir(tmp_path / "peft", spec=DEMO, r=8)
     store = tmp_path / "store"
-    assert runner.invoke(app, ["adapters", "package", str(peft), "--store", str(store),
-                               "--name", "qa", "--version", "v1"]).exit_code == 0  # fmt: skip
+    assert (
+        runner.invoke(
+            app,
+            [
+                "adapters",
+                "package",
+                str(peft),
+                "--store",
+                str(store),
+                "--name",
+                "qa",
+                "--version",
+                "v1",
+            ],
+        ).exit_code
+        == 0
+    )
     weights = store / "qa" / "v1" / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes() + b"\x80\x04.")
 
@@ -57,8 +89,22 @@ def test_validate_names_the_broken_rule_and_exits_1(tmp_path: Path) -> None:
 def test_package_refuses_rank_over_the_limit_and_writes_nothing(tmp_path: Path) -> None:
     peft = make_peft_dir(tmp_path / "peft", spec=DEMO, r=16)
     store = tmp_path / "store"
-    result = runner.invoke(app, ["adapters", "package", str(peft), "--store", str(store),
-                                 "--name", "qa", "--version", "v1", "--max-rank", "8"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "adapters",
+            "package",
+            str(peft),
+            "--store",
+            str(store),
+            "--name",
+            "qa",
+            "--version",
+            "v1",
+            "--max-rank",
+            "8",
+        ],
+    )
     assert result.exit_code == 1
     assert "[rank] r=16 exceeds max_lora_rank=8" in result.output
     assert list(store.iterdir()) == []

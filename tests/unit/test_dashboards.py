@@ -42,7 +42,7 @@ def catalogue() -> dict[str, set[str]]:
             continue
         labels = set(value._labelnames) | TARGET_LABELS
         suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
-        for suffix in suffixes.get(value._type, [""]):
+        for suffix in suffixes.get(value._type or "", [""]):
             names[value._name + suffix] = labels | ({"le"} if suffix == "_bucket" else set())
     for family in [*metrics.registry.collect(), *build_registry(SimEngine(SimConfig())).collect()]:
         for sample in family.samples:

@@ -223,16 +223,21 @@ def _k8s_prometheus() -> dict[str, Any]:
 def test_k8s_scrape_config_relabels_job_from_the_pod_label() -> None:
     (job,) = _k8s_prometheus()["scrape_configs"]
     relabels = job["relabel_configs"]
-    assert any(r.get("target_label") == "job" and r["source_labels"] ==
-               ["__meta_kubernetes_pod_label_loragate_dev_scrape_job"] for r in relabels)  # fmt: skip
+    assert any(
+        r.get("target_label") == "job"
+        and r["source_labels"] == ["__meta_kubernetes_pod_label_loragate_dev_scrape_job"]
+        for r in relabels
+    )
     for relabel in relabels:
         re.compile(relabel.get("regex", "(.*)"))  # RE2 is stricter; promtool checks it too
 
 
 # --- promtool (slow: needs `make prometheus`) ------------------------------------------------
 
-promtool = pytest.mark.skipif(shutil.which("promtool") is None,
-                              reason="promtool not installed: run scripts/install_prometheus.sh")  # fmt: skip
+promtool = pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool not installed: run scripts/install_prometheus.sh",
+)
 
 
 def _promtool(*args: str) -> None:

@@ -30,7 +30,7 @@ from server.releases.evaluation import (
         (rouge_l, "a b c d", "a c", pytest.approx(2 / 3)),
         (rouge_l, "", "a", 0.0),
     ],
-)  # fmt: skip
+)
 def test_metrics(metric: object, prediction: str, target: str, expected: float) -> None:
     assert metric(prediction, target) == expected  # type: ignore[operator]
 
@@ -44,7 +44,10 @@ def test_score_counts_schema_errors_and_policy_violations() -> None:
 
 def test_metric_for_demo_tasks() -> None:
     assert [metric_for(d) for d in ("sentiment-heldout", "summarize-heldout", "qa-heldout")] == [
-        "exact_match", "rouge_l", "token_f1"]  # fmt: skip
+        "exact_match",
+        "rouge_l",
+        "token_f1",
+    ]
     with pytest.raises(ValueError, match="--metric"):
         metric_for("other")
 

@@ -38,9 +38,28 @@ def test_parse_accepts_exactly_the_grammar(text: str) -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["", "Sentiment", "-x", "_x", "a/b", "../etc", "a" * 64, "sent iment", "x@", "x@v", "x@V2",
-     "x@v01", "x@1.2", "x@1.2.3+build", "x@1.2.3-", "x@v1@v2", "x@../v1", "x@v1/..", "é"],
-)  # fmt: skip
+    [
+        "",
+        "Sentiment",
+        "-x",
+        "_x",
+        "a/b",
+        "../etc",
+        "a" * 64,
+        "sent iment",
+        "x@",
+        "x@v",
+        "x@V2",
+        "x@v01",
+        "x@1.2",
+        "x@1.2.3+build",
+        "x@1.2.3-",
+        "x@v1@v2",
+        "x@../v1",
+        "x@v1/..",
+        "é",
+    ],
+)
 def test_bad_spellings_are_refused(bad: str) -> None:
     with pytest.raises(InvalidName):
         AdapterRef.parse(bad)
@@ -52,8 +71,16 @@ def test_name_limit_is_63() -> None:
 
 @pytest.mark.parametrize(
     ("older", "newer"),
-    [("v1", "v2"), ("v2", "v10"), ("1.0.0-rc.1", "1.0.0"), ("1.0.0-alpha", "1.0.0-beta"),
-     ("1.0.0-rc.2", "1.0.0-rc.10"), ("0.9.9", "1.0.0"), ("v1", "1.0.1"), ("1.2.3", "1.10.0")],
-)  # fmt: skip
+    [
+        ("v1", "v2"),
+        ("v2", "v10"),
+        ("1.0.0-rc.1", "1.0.0"),
+        ("1.0.0-alpha", "1.0.0-beta"),
+        ("1.0.0-rc.2", "1.0.0-rc.10"),
+        ("0.9.9", "1.0.0"),
+        ("v1", "1.0.1"),
+        ("1.2.3", "1.10.0"),
+    ],
+)
 def test_version_order(older: str, newer: str) -> None:
     assert version_key(older) < version_key(newer)

@@ -60,8 +60,12 @@ async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, Adapter
     clock.now += 1
     await use(registry, versions["c@v1"])  # evicts b (LRU), not a
 
-    assert engine.calls == [("load", "a@v1"), ("load", "b@v1"), ("unload", "b@v1"),
-                            ("load", "c@v1")]  # fmt: skip
+    assert engine.calls == [
+        ("load", "a@v1"),
+        ("load", "b@v1"),
+        ("unload", "b@v1"),
+        ("load", "c@v1"),
+    ]
     assert sorted(engine.loaded) == ["a@v1", "c@v1"]
     assert sample(metrics, "loragate_registry_lookups_total", engine="e0", result="hit") == 1
     assert sample(metrics, "loragate_adapter_evictions_total", engine="e0", adapter="b") == 1

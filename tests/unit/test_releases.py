@@ -36,8 +36,14 @@ def service(store: AdapterStore, engine: FakeEngine, capacity: int = 4) -> Relea
         now = datetime.now(UTC)
         registry.set_pins(pinned_versions(store.snapshot, now, 3600, capacity - 1))
 
-    return ReleaseService(store, registry, metrics, engines_up=lambda: ["e0"],
-                          pins_changed=pins_changed, max_upload_bytes=10**6)  # fmt: skip
+    return ReleaseService(
+        store,
+        registry,
+        metrics,
+        engines_up=lambda: ["e0"],
+        pins_changed=pins_changed,
+        max_upload_bytes=10**6,
+    )
 
 
 @pytest.fixture
@@ -63,15 +69,18 @@ def test_pins_operator_first_then_recent_stable_and_previous_within_budget(
     versions = {f"{n}@{v}": add_version(store, tmp_path, n, v) for n in "abc" for v in ("v1", "v2")}
 
     def adapter(name: str, age_s: float, **channels: object) -> Adapter:
-        ch = Channels(updated_at=NOW - timedelta(seconds=age_s), **channels)  # type: ignore[arg-type]
-        return Adapter(name, {k.split("@")[1]: v for k, v in versions.items()
-                              if k.startswith(name)}, ch)  # fmt: skip
+        ch = Channels(updated_at=NOW - timedelta(seconds=age_s), **channels)  # type: ignore[arg-type,unused-ignore]
+        return Adapter(
+            name, {k.split("@")[1]: v for k, v in versions.items() if k.startswith(name)}, ch
+        )
 
-    snap = Snapshot({
-        "a": adapter("a", 10, stable="v2", previous="v1"),
-        "b": adapter("b", 5000, stable="v2", previous="v1", pinned=("v1",)),  # window passed
-        "c": adapter("c", 1, stable="v2", previous="v1"),
-    })  # fmt: skip
+    snap = Snapshot(
+        {
+            "a": adapter("a", 10, stable="v2", previous="v1"),
+            "b": adapter("b", 5000, stable="v2", previous="v1", pinned=("v1",)),  # window passed
+            "c": adapter("c", 1, stable="v2", previous="v1"),
+        }
+    )
     keys = [v.engine_name for v in pinned_versions(snap, NOW, 3600, budget=4)]
     assert keys == ["b@v1", "c@v2", "c@v1", "a@v2"]
     assert [v.engine_name for v in pinned_versions(snap, NOW, 0, budget=4)] == ["b@v1"]
@@ -83,8 +92,18 @@ def test_canary_split_within_tolerance_and_sticky_by_user(
 ) -> None:
     add_version(store, tmp_path, "s", "v1")
     add_version(store, tmp_path, "s", "v2", seed=1)
-    store.update_channels("s", lambda c: Channels(stable="v1", canary={"version": "v2",  # type: ignore[arg-type]
-                          "weight": 0.1}), actor="t", action="canary")  # fmt: skip
+    store.update_channels(
+        "s",
+        lambda c: Channels(
+            stable="v1",
+            canary={
+                "version": "v2",
+                "weight": 0.1,
+            },
+        ),
+        actor="t",
+        action="canary",
+    )
     router = Router(store, "tiny-base", random.Random(7))
     n, sigma = 2000, (0.1 * 0.9 / 2000) ** 0.5  # binomial: 0.0067
 
@@ -95,7 +114,8 @@ def test_canary_split_within_tolerance_and_sticky_by_user(
         assert abs(sum(draws) / n - 0.1) < 4 * sigma
     for i in range(50):  # the same user always lands on the same version
         assert {router.resolve("s", f"user-{i}").engine_model for _ in range(5)} == {
-            "s@v2" if by_user[i] else "s@v1"}  # fmt: skip
+            "s@v2" if by_user[i] else "s@v1"
+        }
 
 
 # --- operations ------------------------------------------------------------------------
@@ -124,7 +144,9 @@ async def test_promotion_prewarms_then_switches_and_rollback_loads_nothing(
         await svc.rollback("s", actor=ACTOR)
     entries = s_store.audit()
     assert [(e.action, e.from_version, e.to_version) for e in entries[-2:]] == [
-        ("promote", "v1", "v2"), ("rollback", "v2", "v1")]  # fmt: skip
+        ("promote", "v1", "v2"),
+        ("rollback", "v2", "v1"),
+    ]
     assert sample(svc, "loragate_rollbacks_total", adapter="s") == 1
 
 
@@ -172,7 +194,9 @@ async def test_canary_is_prewarmed_and_weight_zero_ends_it(s_store: AdapterStore
     ended = await svc.canary("s", None, 0.0, actor=ACTOR)
     assert ended.channels["canary"] is None
     assert [(e.action, e.from_version, e.to_version) for e in s_store.audit()[-2:]] == [
-        ("canary", None, "v2"), ("canary", "v2", None)]  # fmt: skip
+        ("canary", None, "v2"),
+        ("canary", "v2", None),
+    ]
 
 
 async def test_retire_refuses_what_is_referenced_and_moves_the_rest(

@@ -36,9 +36,9 @@ def fake_prometheus(request: httpx.Request) -> httpx.Response:
                   for i, m in enumerate(labels)]  # fmt: skip
         return httpx.Response(200, json={"status": "success",
                                          "data": {"resultType": "matrix", "result": result}})  # fmt: skip
-    result = [{"metric": m, "value": [END, "0.25"]} for m in labels]
+    vector: list[dict[str, object]] = [{"metric": m, "value": [END, "0.25"]} for m in labels]
     return httpx.Response(200, json={"status": "success",
-                                     "data": {"resultType": "vector", "result": result}})  # fmt: skip
+                                     "data": {"resultType": "vector", "result": vector}})  # fmt: skip
 
 
 @pytest.fixture

@@ -99,9 +99,12 @@ def test_channels_update_is_audited_and_validated(store: AdapterStore, tmp_path:
         "s", lambda c: c.model_copy(update={"stable": "v1"}), actor="a", action="promote"
     )
     new = store.update_channels(
-        "s", lambda c: Channels(stable="v2", previous=c.stable, revision=c.revision),
-        actor="admin", action="promote", forced=True,
-    )  # fmt: skip
+        "s",
+        lambda c: Channels(stable="v2", previous=c.stable, revision=c.revision),
+        actor="admin",
+        action="promote",
+        forced=True,
+    )
     assert (new.stable, new.previous, new.revision) == ("v2", "v1", 2)
     last = store.audit()[-1]
     assert (last.action, last.from_version, last.to_version, last.forced) == (
@@ -202,8 +205,9 @@ def test_concurrent_processes_never_lose_an_update(store: AdapterStore, tmp_path
     max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(st.lists(st.integers(1, 6), min_size=1, max_size=5))
-def test_concurrent_threads_never_lose_an_update(tmp_path_factory: pytest.TempPathFactory,
-                                                 rounds: list[int]) -> None:  # fmt: skip
+def test_concurrent_threads_never_lose_an_update(
+    tmp_path_factory: pytest.TempPathFactory, rounds: list[int]
+) -> None:
     tmp = tmp_path_factory.mktemp("conc")
     store = AdapterStore(tmp / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
     add_version(store, tmp, "s", "v1")
@@ -267,6 +271,7 @@ def test_register_in_place_validates_where_it_is(store: AdapterStore, tmp_path: 
     found = store.register_in_place("s", "v2", actor="admin:x")
     assert found.path == fixed
     assert [(e.actor, e.action, e.to_version) for e in store.audit()] == [
-        ("admin:x", "register", "v2")]  # fmt: skip
+        ("admin:x", "register", "v2")
+    ]
     with pytest.raises(NotFound):
         store.register_in_place("s", "v9", actor="admin:x")

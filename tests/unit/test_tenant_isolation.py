@@ -16,8 +16,13 @@ from tests.factory import add_version
 
 OURS = ("a-sentiment", "a-qa")
 THEIRS = ("b-secret", "b-qa")
-TENANT_A = Tenant(name="a", adapters=OURS, default="a-sentiment",
-                  tasks={"sentiment": "a-sentiment", "qa": "a-qa"}, allow_base=False)  # fmt: skip
+TENANT_A = Tenant(
+    name="a",
+    adapters=OURS,
+    default="a-sentiment",
+    tasks={"sentiment": "a-sentiment", "qa": "a-qa"},
+    allow_base=False,
+)
 TENANT_B_TASKS = {"secret": "b-secret", "qa": "b-qa", "sentiment": "b-secret"}
 
 
@@ -32,17 +37,42 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> Router:
         add_version(store, tmp, name, "v1")
         add_version(store, tmp, name, "v2")
         if name != "b-qa":  # b-qa has no stable: its message must not leak either
-            store.update_channels(name, lambda c: Channels(stable="v2", previous="v1"),
-                                  actor="t", action="promote")  # fmt: skip
+            store.update_channels(
+                name, lambda c: Channels(stable="v2", previous="v1"), actor="t", action="promote"
+            )
     return Router(store, "tiny-base")
 
 
-pieces = st.sampled_from([
-    *OURS, *THEIRS, *TENANT_B_TASKS, "sentiment", "qa", "tiny-base", "auto", "", "B-SECRET",
-    "b-secret ", " b-secret", "b_secret", "b-secret@v1", "b-secret@v2", "b-secret@1.0.0",
-    "a-sentiment@v1", "sentiment@v2", "secret@v1", "../b-secret", "a-qa/../b-secret",
-    "b-secret%40v1", "b-secret\x00", "\uff42-secret", "*", "@", "@v1",
-])  # fmt: skip
+pieces = st.sampled_from(
+    [
+        *OURS,
+        *THEIRS,
+        *TENANT_B_TASKS,
+        "sentiment",
+        "qa",
+        "tiny-base",
+        "auto",
+        "",
+        "B-SECRET",
+        "b-secret ",
+        " b-secret",
+        "b_secret",
+        "b-secret@v1",
+        "b-secret@v2",
+        "b-secret@1.0.0",
+        "a-sentiment@v1",
+        "sentiment@v2",
+        "secret@v1",
+        "../b-secret",
+        "a-qa/../b-secret",
+        "b-secret%40v1",
+        "b-secret\x00",
+        "\uff42-secret",
+        "*",
+        "@",
+        "@v1",
+    ]
+)
 models = st.one_of(
     st.none(), pieces, st.builds(lambda a, b: a + b, pieces, pieces), st.text(max_size=20)
 )
@@ -55,8 +85,9 @@ tasks = st.one_of(
     max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(model=models, task=tasks, user=st.one_of(st.none(), st.text(max_size=8)))
-def test_no_path_to_a_foreign_adapter(router: Router, model: str | None, task: str | None,
-                                      user: str | None) -> None:  # fmt: skip
+def test_no_path_to_a_foreign_adapter(
+    router: Router, model: str | None, task: str | None, user: str | None
+) -> None:
     try:
         target = router.resolve_for(TENANT_A, model, task, user, hide_foreign=True)
     except (NotFound, InvalidRequest):
@@ -87,15 +118,15 @@ def test_without_hiding_a_known_foreign_adapter_is_403(router: Router) -> None:
 @pytest.mark.parametrize(
     ("model", "task", "expected"),
     [
-        ("a-qa", "sentiment", "a-qa@v2"),       # explicit model wins over X-Task
-        ("qa", None, "a-qa@v2"),                # task alias in the model field
-        ("qa@v1", None, "a-qa@v1"),             # alias with a version
-        (None, "qa", "a-qa@v2"),                # X-Task header
+        ("a-qa", "sentiment", "a-qa@v2"),  # explicit model wins over X-Task
+        ("qa", None, "a-qa@v2"),  # task alias in the model field
+        ("qa@v1", None, "a-qa@v1"),  # alias with a version
+        (None, "qa", "a-qa@v2"),  # X-Task header
         ("auto", "qa", "a-qa@v2"),
-        (None, None, "a-sentiment@v2"),         # the tenant's default
+        (None, None, "a-sentiment@v2"),  # the tenant's default
         ("", None, "a-sentiment@v2"),
     ],
-)  # fmt: skip
+)
 def test_resolution_order(
     router: Router, model: str | None, task: str | None, expected: str
 ) -> None:

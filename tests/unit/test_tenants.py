@@ -16,9 +16,14 @@ def write(path: Path, tenants: dict[str, dict[str, object]]) -> Path:
 
 
 def test_keys_are_looked_up_by_hash(tmp_path: Path) -> None:
-    tenants = Tenants(write(tmp_path / "t.yaml", {
-        "acme": {"keys_sha256": [hash_key("sk-acme")], "adapters": ["sentiment"]},
-    }))  # fmt: skip
+    tenants = Tenants(
+        write(
+            tmp_path / "t.yaml",
+            {
+                "acme": {"keys_sha256": [hash_key("sk-acme")], "adapters": ["sentiment"]},
+            },
+        )
+    )
     assert tenants.authenticate("Bearer sk-acme").name == "acme"
     for bad in (None, "", "Bearer ", "Basic sk-acme", "Bearer sk-other", "sk-acme"):
         with pytest.raises(Unauthorized):
@@ -40,7 +45,7 @@ def test_open_mode_has_one_tenant_that_may_use_everything() -> None:
         ({"a": {"adapters": ["x"], "tasks": {"qa": "y"}}}, "not in adapters"),
         ({"a": {"adaptors": ["x"]}}, "adaptors"),
     ],
-)  # fmt: skip
+)
 def test_invalid_tenants_files_are_refused(
     tmp_path: Path, tenants: dict[str, dict[str, object]], message: str
 ) -> None:

@@ -16,8 +16,9 @@ FILES = {"adapter_config.json": b'{"r": 4}', "adapter_model.safetensors": bytes(
 
 
 def body(fields: dict[str, str], files: dict[str, bytes]) -> tuple[str, bytes]:
-    request = httpx.Request("POST", "http://x/", data=fields,
-                            files=[("file", (n, c)) for n, c in files.items()])  # fmt: skip
+    request = httpx.Request(
+        "POST", "http://x/", data=fields, files=[("file", (n, c)) for n, c in files.items()]
+    )
     return request.headers["content-type"], request.read()
 
 
