@@ -16,7 +16,12 @@ from pydantic import ValidationError
 from server.api.deps import AdminDep, ReleasesDep, RuntimeDep
 from server.api.middleware import allow_body
 from server.errors import InvalidRequest
-from server.protocol.admin import CanaryRequest, PromoteRequest, RegisterInPlace
+from server.protocol.admin import (
+    AdapterListing,
+    CanaryRequest,
+    PromoteRequest,
+    RegisterInPlace,
+)
 from server.releases.service import ChangeResult, PrewarmResult, RetireResult
 from server.store.store import AdapterVersion
 
@@ -34,7 +39,7 @@ def _registered(found: AdapterVersion) -> JSONResponse:
 
 
 @router.get("/adapters")
-async def list_adapters(admin: AdminDep, releases: ReleasesDep) -> dict[str, Any]:
+async def list_adapters(admin: AdminDep, releases: ReleasesDep) -> AdapterListing:
     return await releases.describe()
 
 

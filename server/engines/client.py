@@ -9,8 +9,9 @@ on success and `ErrorResponse` JSON on failure).
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,12 +64,13 @@ class HttpEngineClient:
         connect_timeout_s: float = 5.0,
         request_timeout_s: float = 300.0,
         load_timeout_s: float = 60.0,
+        probe_timeout_s: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.name = name
         self.url = url.rstrip("/")
         self._load_timeout = httpx.Timeout(load_timeout_s, connect=connect_timeout_s)
-        self._short_timeout = httpx.Timeout(10.0, connect=connect_timeout_s)
+        self._short_timeout = httpx.Timeout(probe_timeout_s, connect=connect_timeout_s)
         self._client = httpx.AsyncClient(
             base_url=self.url,
             timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
@@ -79,18 +81,29 @@ class HttpEngineClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    @contextlib.contextmanager
+    def _transport_errors(self, path: str, started: bool = False) -> Iterator[None]:
+        """Transport failures as loragate errors: before any byte of the answer, a timeout is
+        `UpstreamTimeout` and an unreachable engine `Unavailable`; once a stream `started`, a
+        stall is `UpstreamTimeout` and a broken connection `UpstreamError`."""
+        try:
+            yield
+        except httpx.TimeoutException:
+            what = "stalled mid-stream" if started else f"did not answer {path} in time"
+            raise UpstreamTimeout(f"engine {self.name} {what}") from None
+        except httpx.TransportError as exc:
+            if started:
+                raise UpstreamError(f"engine {self.name} broke the stream: {exc!r}") from None
+            raise Unavailable(
+                f"engine {self.name} is unreachable: {type(exc).__name__}", retry_after_s=5
+            ) from None
+
     async def _send(
         self, method: str, path: str, *, stream: bool = False, **kwargs: Any
     ) -> httpx.Response:
         request = self._client.build_request(method, path, **kwargs)
-        try:
+        with self._transport_errors(path):
             return await self._client.send(request, stream=stream)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"engine {self.name} did not answer {path} in time") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(
-                f"engine {self.name} is unreachable: {type(exc).__name__}", retry_after_s=5
-            ) from None
 
     async def health(self) -> bool:
         try:
@@ -129,30 +142,24 @@ class HttpEngineClient:
     async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         response = await self._send("POST", path, json=body)
         _raise_generation_error(response, self.name)
-        result: dict[str, Any] = response.json()
+        try:
+            result: dict[str, Any] = response.json()
+        except ValueError:
+            raise UpstreamError(
+                f"engine {self.name} answered {path} with a body that is not JSON"
+            ) from None
         return result
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Yield the engine's SSE body chunk by chunk. Errors before the first byte raise."""
-        request = self._client.build_request("POST", path, json=body)
+        response = await self._send("POST", path, stream=True, json=body)
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"engine {self.name} did not answer {path} in time") from None
-        except httpx.TransportError as exc:
-            raise Unavailable(
-                f"engine {self.name} is unreachable: {exc!r}", retry_after_s=5
-            ) from None
-        try:
-            if response.status_code != 200:
-                await response.aread()
-                _raise_generation_error(response, self.name)
-            async for chunk in response.aiter_bytes():
-                yield chunk
-        except httpx.TimeoutException:
-            raise UpstreamTimeout(f"engine {self.name} stalled mid-stream") from None
-        except httpx.TransportError as exc:
-            raise UpstreamError(f"engine {self.name} broke the stream: {exc!r}") from None
+            with self._transport_errors(path, started=True):
+                if response.status_code != 200:
+                    await response.aread()
+                    _raise_generation_error(response, self.name)
+                async for chunk in response.aiter_bytes():
+                    yield chunk
         finally:
             await response.aclose()
 

@@ -3,7 +3,11 @@ silently promote without force, nor `weigth` end a canary."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from server.store.manifest import Channels, EvalReport
 
 
 class _AdminRequest(BaseModel):
@@ -26,3 +30,50 @@ class PromoteRequest(_AdminRequest):
 class CanaryRequest(_AdminRequest):
     version: str | None = Field(None, min_length=1, max_length=64)
     weight: float = Field(ge=0.0, le=1.0, description="share of the adapter's requests; 0 ends")
+
+
+# --- the adapter listing (GET /admin/adapters) ------------------------------------------------
+
+
+class SlotInfo(BaseModel):
+    """One adapter slot on an engine, as the registry holds it."""
+
+    key: str  # `name@version`
+    state: str  # loading, ready, unloading
+    inflight: int
+    pinned: bool
+    last_used: float  # monotonic seconds of the gateway process
+
+
+class EngineInfo(BaseModel):
+    up: bool
+    capacity: int
+    slots: list[SlotInfo]
+
+
+class VersionInfo(BaseModel):
+    version: str
+    created_at: datetime
+    created_by: str | None
+    channel: str | None  # stable, previous, canary, or None
+    validation: str  # valid, unknown, or "invalid: <file>: [rule] detail"
+    resident_on: list[str]
+    warm_pinned: bool
+    evals: dict[str, EvalReport]
+
+
+class AdapterInfo(BaseModel):
+    name: str
+    versions: list[VersionInfo]
+    channels: Channels
+
+
+class BrokenInfo(BaseModel):
+    path: str
+    error: str
+
+
+class AdapterListing(BaseModel):
+    adapters: list[AdapterInfo]
+    engines: dict[str, EngineInfo]
+    broken: list[BrokenInfo]

@@ -41,6 +41,14 @@ from server.errors import (
     StoreError,
 )
 from server.metrics import Metrics
+from server.protocol.admin import (
+    AdapterInfo,
+    AdapterListing,
+    BrokenInfo,
+    EngineInfo,
+    SlotInfo,
+    VersionInfo,
+)
 from server.releases.gate import GateResult, evaluate_gate
 from server.store.manifest import AuditEntry, Canary, Channels
 from server.store.refs import check_name, check_version
@@ -344,52 +352,45 @@ class ReleaseService:
 
     # --- listing -----------------------------------------------------------------------
 
-    async def describe(self) -> dict[str, Any]:
+    async def describe(self) -> AdapterListing:
         """Every adapter: versions (validation if known, evals), channels, residency, pins."""
         views = {engine: self.registry.view(engine) for engine in self.registry.engines}
         up = set(self._engines_up())
-        listing = await asyncio.to_thread(self._describe_adapters, views, self.registry.pinned())
+        adapters = await asyncio.to_thread(self._describe_adapters, views, self.registry.pinned())
         engines = {
-            e: {
-                "up": e in up,
-                "capacity": self.registry.engines[e].capacity,
-                "slots": [s.__dict__ for s in v],
-            }
+            e: EngineInfo(
+                up=e in up,
+                capacity=self.registry.engines[e].capacity,
+                slots=[SlotInfo(**vars(s)) for s in v],
+            )
             for e, v in views.items()
         }
-        broken = [b.__dict__ for b in self.store.snapshot.broken]
-        return {"adapters": listing, "engines": engines, "broken": broken}
+        broken = [BrokenInfo(path=b.path, error=b.error) for b in self.store.snapshot.broken]
+        return AdapterListing(adapters=adapters, engines=engines, broken=broken)
 
     def _describe_adapters(
         self, views: dict[str, list[SlotView]], warm_pins: set[str]
-    ) -> list[dict[str, Any]]:
+    ) -> list[AdapterInfo]:
         adapters = []
         for adapter in self.store.snapshot.adapters.values():
             roles = channel_of(adapter.channels)
             versions = [
-                {
-                    "version": v.version,
-                    "created_at": v.manifest.created_at.isoformat(),
-                    "created_by": v.manifest.created_by,
-                    "channel": roles.get(v.version),
-                    "validation": self._validation(v),
-                    "resident_on": [
+                VersionInfo(
+                    version=v.version,
+                    created_at=v.manifest.created_at,
+                    created_by=v.manifest.created_by,
+                    channel=roles.get(v.version),
+                    validation=self._validation(v),
+                    resident_on=[
                         e for e, slots in views.items() if _resident(slots, v.engine_name)
                     ],
-                    "warm_pinned": v.engine_name in warm_pins,
-                    "evals": {
-                        d: r.model_dump(mode="json", exclude={"dataset"})
-                        for d, r in v.evals().items()
-                    },
-                }
+                    warm_pinned=v.engine_name in warm_pins,
+                    evals=v.evals(),
+                )
                 for v in adapter.versions.values()
             ]
             adapters.append(
-                {
-                    "name": adapter.name,
-                    "versions": versions,
-                    "channels": adapter.channels.model_dump(mode="json"),
-                }
+                AdapterInfo(name=adapter.name, versions=versions, channels=adapter.channels)
             )
         return adapters
 
