@@ -31,9 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.threaded import free_port
 from loadtest.workload import Arrival, poisson_zipf
+from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 
 
 def percentile(values: list[float], q: float) -> float:

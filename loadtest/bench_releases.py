@@ -31,9 +31,9 @@ import httpx
 from loadtest.gateway_server import GatewayServer
 from loadtest.simengine import SimConfig, SimEngineServer
 from server.settings import Settings
+from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 
 TOKEN = secrets.token_hex(16)  # this run only
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from server.cli.main import load_base
+from server.store.layout import ValidationLimits
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 
 
 def build(root: Path, versions: int, per_adapter: int) -> AdapterStore:

@@ -34,8 +34,9 @@ from loadtest.gateway_server import GatewayServer  # noqa: E402
 from server.engines.supervisor import resolve_model  # noqa: E402
 from server.releases import evaluation as ev  # noqa: E402
 from server.settings import ManagedEngine, Settings  # noqa: E402
+from server.store.base_model import BaseModelSpec, demo_base_config  # noqa: E402
+from server.store.layout import ValidationLimits  # noqa: E402
 from server.store.store import AdapterStore  # noqa: E402
-from server.store.validation import BaseModelSpec, ValidationLimits, demo_base_config  # noqa: E402
 
 TASKS = ("sentiment", "summarize", "qa")
 VERSIONS = ("v1", "v2")

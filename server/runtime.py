@@ -27,8 +27,10 @@ from server.serving.models import ModelCatalog
 from server.serving.routing import Router
 from server.serving.tenants import Tenants
 from server.settings import Settings
-from server.store.store import AdapterStore, AdapterVersion
-from server.store.validation import BaseModelSpec, ValidationLimits, demo_base_config
+from server.store.base_model import BaseModelSpec, demo_base_config
+from server.store.layout import ValidationLimits
+from server.store.snapshot import AdapterVersion
+from server.store.store import AdapterStore
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
+from server.store.layout import ValidationLimits
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC
 
 

@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
+from server.store.base_model import BaseModelSpec, architecture_sha256
 from server.store.manifest import Channels
-from server.store.store import AdapterStore, AdapterVersion
-from server.store.validation import BaseModelSpec, architecture_sha256
+from server.store.snapshot import AdapterVersion
+from server.store.store import AdapterStore
 
 TINY_BASE_ID = "tiny-base"
 TINY_CONFIG: dict[str, Any] = {

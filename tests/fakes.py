@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
 from server.engines.client import EngineModel
+from server.engines.supervisor import EngineSupervisor
 from server.errors import AdapterLoadFailed, NotFound
 
 
@@ -59,3 +62,9 @@ class FakeEngine:
 
     def loads(self) -> list[str]:
         return [name for op, name in self.calls if op == "load"]
+
+
+def crash(supervisor: EngineSupervisor) -> None:
+    """SIGKILL a managed engine's process group, as a crash would."""
+    assert supervisor.pid is not None, "the engine is not running"
+    os.killpg(supervisor.pid, signal.SIGKILL)

@@ -23,7 +23,7 @@ from server.protocol.admin import (
     RegisterInPlace,
 )
 from server.releases.service import ChangeResult, PrewarmResult, RetireResult
-from server.store.store import AdapterVersion
+from server.store.snapshot import AdapterVersion
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

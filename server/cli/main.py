@@ -27,14 +27,11 @@ from server.cli.admin_client import (
     status_table,
 )
 from server.errors import LoragateError
+from server.store.base_model import BaseModelSpec, demo_base_config
+from server.store.layout import ValidationLimits
 from server.store.manifest import EvalReport, PromptTemplate
 from server.store.store import AdapterStore
-from server.store.validation import (
-    BaseModelSpec,
-    ValidationLimits,
-    demo_base_config,
-    validate_version,
-)
+from server.store.validation import validate_version
 
 app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
 adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")

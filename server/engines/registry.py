@@ -26,7 +26,7 @@ from typing import Any
 from server.engines.client import EngineClient
 from server.errors import AdapterLoadFailed, LoragateError, NotFound, Unavailable, UpstreamError
 from server.metrics import Metrics
-from server.store.store import AdapterVersion
+from server.store.snapshot import AdapterVersion
 
 log = logging.getLogger(__name__)
 

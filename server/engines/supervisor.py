@@ -17,6 +17,7 @@ import importlib.metadata
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,7 @@ from pathlib import Path
 
 import httpx
 
+from server.engines import demo_model
 from server.settings import ManagedEngine
 
 log = logging.getLogger(__name__)
@@ -33,15 +35,26 @@ STOP_GRACE_S = 30.0
 
 
 def resolve_model(cfg: ManagedEngine) -> Path:
-    """`demo` → the demo base built from a PyPI package (first time ~30 s); else a path."""
-    model = cfg.model
-    if cfg.kind == "sim":
-        return Path(model)
-    if model == "demo":
-        from server.engines.demo_model import build_demo_base
+    """`demo` → the demo base built from a PyPI package (first time ~30 s); else a path.
 
-        return build_demo_base()
-    return Path(model)
+    The build runs in a child process: it imports torch and transformers, which would stay
+    in the gateway's memory (~900 MB) for nothing. Raises `RuntimeError` if it fails."""
+    model = cfg.model
+    if cfg.kind == "sim" or model != "demo":
+        return Path(model)
+    target = demo_model.demo_base_dir()
+    if demo_model.is_built(target):
+        return target
+    log.info("building the demo base model (~30 s, once)", extra={"dir": str(target)})
+    built = subprocess.run(
+        [sys.executable, "-m", "server.engines.demo_model"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if built.returncode != 0:
+        raise RuntimeError(f"building the demo base model failed: {built.stderr.strip()}")
+    return Path(built.stdout.strip().splitlines()[-1])
 
 
 def engine_command(
@@ -159,7 +172,11 @@ class EngineSupervisor:
 
     async def _supervise(self) -> None:
         backoff = self.cfg.restart_backoff_s
-        model_dir = await asyncio.to_thread(resolve_model, self.cfg)
+        try:
+            model_dir = await asyncio.to_thread(resolve_model, self.cfg)
+        except (RuntimeError, OSError) as exc:
+            log.error("engine not started", extra={"engine": self.name, "error": str(exc)})
+            return
         while True:
             started = time.monotonic()
             await self._spawn(model_dir)
@@ -232,8 +249,3 @@ class EngineSupervisor:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
-
-    def kill_for_test(self) -> None:
-        """SIGKILL the engine's process group (a crash), for failure tests."""
-        if self._proc is not None:
-            os.killpg(self._proc.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from server.store.manifest import EvalReport
-from server.store.store import AdapterVersion
+from server.store.snapshot import AdapterVersion
 
 
 @dataclass(frozen=True)

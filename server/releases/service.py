@@ -52,7 +52,8 @@ from server.protocol.admin import (
 from server.releases.gate import GateResult, evaluate_gate
 from server.store.manifest import AuditEntry, Canary, Channels
 from server.store.refs import check_name, check_version
-from server.store.store import AdapterStore, AdapterVersion, AuditVersions, Snapshot
+from server.store.snapshot import AdapterVersion, Snapshot
+from server.store.store import AdapterStore, AuditVersions
 from server.store.uploads import MultipartUpload, StagingTarget
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,8 @@ from server.errors import Forbidden, InvalidName, InvalidRequest, NotFound
 from server.serving.tenants import Tenant
 from server.store.manifest import PromptTemplate
 from server.store.refs import AdapterRef
-from server.store.store import AdapterStore, AdapterVersion
+from server.store.snapshot import AdapterVersion
+from server.store.store import AdapterStore
 
 AUTO_MODELS = frozenset({"", "auto"})
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from pydantic import ValidationError as PydanticValidationError
 
+from server.store.layout import EVALS_DIR
 from server.store.manifest import Channels, EvalReport, Manifest
 from server.store.refs import AdapterRef, version_key
-from server.store.validation import EVALS_DIR
 
 log = logging.getLogger(__name__)
 

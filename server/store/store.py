@@ -34,27 +34,23 @@ from server.errors import (
     StoreError,
     VersionExists,
 )
+from server.store.base_model import BaseModelSpec
 from server.store.fsutil import FileLock, append_line, atomic_write, tree_fingerprint, visible_dirs
-from server.store.manifest import AuditEntry, Channels, EvalReport, utcnow
-from server.store.refs import check_name, check_version, version_key
-from server.store.snapshot import Adapter as Adapter
-from server.store.snapshot import AdapterVersion as AdapterVersion
-from server.store.snapshot import BrokenEntry as BrokenEntry
-from server.store.snapshot import Snapshot as Snapshot
-from server.store.validation import (
+from server.store.layout import (
     CONFIG_FILE,
     EVALS_DIR,
     MANIFEST_FILE,
     README_FILE,
     WEIGHTS_FILE,
-    BaseModelSpec,
     ValidationLimits,
     ValidationReport,
-    load_manifest,
-    parse_manifest,
     sha256_file,
-    validate_version,
 )
+from server.store.manifest import AuditEntry, Channels, EvalReport, utcnow
+from server.store.refs import check_name, check_version, version_key
+from server.store.snapshot import Adapter, AdapterVersion, BrokenEntry, Snapshot
+from server.store.tree_rules import load_manifest, parse_manifest
+from server.store.validation import validate_version
 
 log = logging.getLogger(__name__)
 

@@ -18,6 +18,7 @@ from server.settings import Settings
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
 from tests.e2e.conftest import require_engine
+from tests.fakes import crash
 from tests.servers import GatewayServer
 
 pytestmark = pytest.mark.e2e
@@ -165,7 +166,7 @@ def test_engine_crash_restart_rewarm(gw: GatewayServer) -> None:
     client(gw).completions.create(model="qa", prompt=PROMPT, max_tokens=2)
     supervisor = runtime.supervisors[0]
     starts = supervisor.starts
-    supervisor.kill_for_test()
+    crash(supervisor)
     wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 503, 30)
     wait_for(
         lambda: (

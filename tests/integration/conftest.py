@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from loadtest.simengine import SimConfig, SimEngineServer
+from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version, set_channels
 from tests.servers import GatewayServer, tiny_settings
 

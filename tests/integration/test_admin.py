@@ -15,9 +15,9 @@ import pytest
 
 from loadtest.simengine import SimEngineServer
 from server.serving.auth import actor_for
+from server.store.layout import ValidationLimits
 from server.store.manifest import EvalReport
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version, make_peft_dir, manifest_fields
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.servers import GatewayServer

@@ -9,8 +9,8 @@ from typer.testing import CliRunner, Result
 
 from loadtest.simengine import SimEngineServer
 from server.cli.main import app
+from server.store.layout import ValidationLimits
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version
 from tests.integration.conftest import ADMIN_TOKEN
 from tests.servers import GatewayServer

@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 from loadtest.simengine import SimConfig, SimEngineServer
+from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version
 from tests.servers import GatewayServer, tiny_settings
 

@@ -32,10 +32,11 @@ import pytest
 from loadtest import dashboards
 from loadtest.simengine import SimConfig, SimEngineServer
 from loadtest.threaded import free_port
+from server.store.layout import ValidationLimits
 from server.store.manifest import Canary, Channels
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version, set_channels
+from tests.fakes import crash
 from tests.prometheus import (
     PrometheusServer,
     alert_names,
@@ -267,7 +268,7 @@ def _run_fleet(
     traffic = Traffic(gw.url, models).start()
     try:
         time.sleep(PHASE_S)
-        gw.runtime.supervisors[0].kill_for_test()  # a crash: restarted by the supervisor
+        crash(gw.runtime.supervisors[0])  # a crash: restarted by the supervisor
         time.sleep(PHASE_S)
         admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         promoted = httpx.post(

@@ -11,6 +11,7 @@ import httpx
 
 from loadtest.threaded import free_port
 from server.store.store import AdapterStore
+from tests.fakes import crash
 from tests.servers import GatewayServer, tiny_settings
 
 
@@ -56,7 +57,7 @@ def test_managed_engine_crash_restart_rewarm(tiny_store: AdapterStore, tmp_path:
         assert len(pinned) == 2
         first_pid = runtime.supervisors[0].pid
 
-        runtime.supervisors[0].kill_for_test()  # the engine crashes
+        crash(runtime.supervisors[0])  # the engine crashes
         wait_for(lambda: httpx.get(f"{gw.url}/readyz").status_code == 503)
 
         wait_for(

@@ -11,7 +11,8 @@ from server.engines.placement import Placement
 from server.engines.registry import Registry
 from server.errors import Unavailable
 from server.metrics import Metrics
-from server.store.store import AdapterStore, AdapterVersion
+from server.store.snapshot import AdapterVersion
+from server.store.store import AdapterStore
 from tests.factory import add_version
 from tests.fakes import FakeEngine
 

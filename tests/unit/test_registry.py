@@ -10,7 +10,8 @@ import pytest
 from server.engines.registry import Registry
 from server.errors import AdapterLoadFailed, Unavailable
 from server.metrics import Metrics
-from server.store.store import AdapterStore, AdapterVersion
+from server.store.snapshot import AdapterVersion
+from server.store.store import AdapterStore
 from tests.factory import add_version
 from tests.fakes import FakeEngine
 

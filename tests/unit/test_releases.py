@@ -14,7 +14,8 @@ from server.metrics import Metrics
 from server.releases.service import ReleaseService, active_versions, pinned_versions
 from server.serving.routing import Router
 from server.store.manifest import Channels, EvalReport
-from server.store.store import Adapter, AdapterStore, Snapshot
+from server.store.snapshot import Adapter, Snapshot
+from server.store.store import AdapterStore
 from tests.factory import add_version
 from tests.fakes import FakeEngine
 

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.errors import AdapterInvalid, NotFound, StoreError, VersionExists
+from server.store.layout import ValidationLimits
 from server.store.manifest import Canary, Channels, EvalReport
 from server.store.store import AdapterStore
-from server.store.validation import ValidationLimits
 from tests.factory import TINY_SPEC, add_version, make_peft_dir, manifest_fields
 
 

@@ -28,7 +28,7 @@ TENANT_B_TASKS = {"secret": "b-secret", "qa": "b-qa", "sentiment": "b-secret"}
 
 @pytest.fixture(scope="module")
 def router(tmp_path_factory: pytest.TempPathFactory) -> Router:
-    from server.store.validation import ValidationLimits
+    from server.store.layout import ValidationLimits
     from tests.factory import TINY_SPEC
 
     tmp = tmp_path_factory.mktemp("iso")

@@ -14,13 +14,10 @@ import pytest
 from safetensors.numpy import save_file
 
 from server.errors import AdapterInvalid
+from server.store.layout import ValidationLimits, sha256_file
 from server.store.store import AdapterStore
-from server.store.validation import (
-    ValidationLimits,
-    read_safetensors_header,
-    sha256_file,
-    validate_version,
-)
+from server.store.tensor_rules import read_safetensors_header
+from server.store.validation import validate_version
 from tests.factory import TINY_SPEC, lora_tensors, make_peft_dir, manifest_fields
 
 Mutation = Callable[[Path], object]  # the return value is ignored
