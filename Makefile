@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: dev engine prometheus serve test test-slow test-all check lint bench clean
+.PHONY: dev engine prometheus serve demo-reset test test-slow test-all check lint bench clean
 
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,9 +21,18 @@ $(VENV)/.engine: $(VENV)/.dev scripts/install_engine.sh
 
 engine: $(VENV)/.engine
 
+# The demo serves a copy of the committed store, so promotions and rollbacks made while
+# trying it out never edit ./adapters (channels.json, audit.jsonl). `make demo-reset` starts over.
+DEMO_STORE ?= $(HOME)/.cache/loragate/demo-store
+
 # Installs everything and starts a real vLLM engine + the gateway on http://127.0.0.1:8000
 serve: engine
-	$(VENV)/bin/loragate serve
+	@test -d $(DEMO_STORE) || (mkdir -p $(dir $(DEMO_STORE)) && cp -R adapters $(DEMO_STORE) \
+		&& echo "demo store: a copy of ./adapters in $(DEMO_STORE) (make demo-reset to start over)")
+	$(VENV)/bin/loragate serve --store $(DEMO_STORE)
+
+demo-reset:
+	rm -rf $(DEMO_STORE)
 
 # The default test run (unit + integration against the simulated engine), under 10 minutes.
 test: dev

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from rich.table import Table
 
 
 class AdminClientError(Exception):
@@ -123,49 +122,6 @@ class AdminClient:
             "entries"
         ]
         return result
-
-
-# --- what the CLI shows ----------------------------------------------------------------
-
-
-def status_table(listing: dict[str, Any]) -> Table:
-    """One row per version: channel, validation, evals, residency, warm pin."""
-    table = Table("adapter", "version", "channel", "validation", "evals", "resident on", "pin")
-    for adapter in listing["adapters"]:
-        canary = adapter["channels"].get("canary") or {}
-        for v in adapter["versions"]:
-            channel = v["channel"] or ""
-            if channel == "canary":
-                channel = f"canary {canary.get('weight', 0):.0%}"
-            evals = ", ".join(f"{d}: {e['metric']}={e['score']:.3f}" for d, e in v["evals"].items())
-            pin = "operator" if v["version"] in adapter["channels"]["pinned"] else ""
-            pin = pin or ("warm" if v["warm_pinned"] else "")
-            table.add_row(
-                adapter["name"],
-                v["version"],
-                channel,
-                v["validation"],
-                evals or "-",
-                " ".join(v["resident_on"]) or "-",
-                pin or "-",
-            )
-    return table
-
-
-def audit_table(entries: list[dict[str, Any]]) -> Table:
-    table = Table("at (UTC)", "actor", "action", "adapter", "from → to", "forced", "detail")
-    for e in entries:
-        moved = f"{e.get('from_version') or '-'} → {e.get('to_version') or '-'}"
-        table.add_row(
-            e["at"][:19].replace("T", " "),
-            e["actor"],
-            e["action"],
-            e.get("adapter") or "-",
-            moved,
-            "yes" if e.get("forced") else "",
-            e.get("detail") or "",
-        )
-    return table
 
 
 def change_summary(result: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ The only module that prints: everything else logs.
 from __future__ import annotations
 
 import contextlib
+import enum
 import getpass
 import json
 import os
@@ -16,16 +17,9 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from server.cli.admin_client import (
-    AdminClient,
-    Refused,
-    Unreachable,
-    audit_table,
-    change_summary,
-    status_table,
-)
+from server.cli.admin_client import AdminClient, Refused, Unreachable, change_summary
+from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
 from server.store.base_model import BaseModelSpec, demo_base_config
 from server.store.layout import ValidationLimits
@@ -46,6 +40,15 @@ BaseConfigOpt = Annotated[
     typer.Option("--base-config", help="base model config.json (default: the demo base)"),
 ]
 BaseIdOpt = Annotated[str, typer.Option("--base-id", help="id the engines serve the base as")]
+
+
+class Output(enum.StrEnum):
+    table = "table"
+    json = "json"
+
+
+OutputOpt = Annotated[Output, typer.Option("--output", "-o", help="table, or json for scripts")]
+WideOpt = Annotated[bool, typer.Option("--wide", help="more columns (needs a wide terminal)")]
 
 
 def load_base(config: Path | None, base_id: str) -> BaseModelSpec:
@@ -213,10 +216,9 @@ def validate(
 
 @adapters_app.command("list")
 def list_adapters(
-    store_dir: StoreOpt,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    store_dir: StoreOpt, output: OutputOpt = Output.table, wide: WideOpt = False
 ) -> None:
-    """Table of adapters: versions, channels, base, eval scores."""
+    """Adapters in a store directory: channels and versions (--wide: base, stable's evals)."""
     snap = AdapterStore(store_dir, None).scan()
     rows: list[dict[str, Any]] = []
     for adapter in snap.adapters.values():
@@ -234,29 +236,13 @@ def list_adapters(
                 "eval": ", ".join(f"{e.dataset}: {e.metric}={e.score:.3f}" for e in evals.values()),
             }
         )
-    if as_json:
-        console.print_json(
-            json.dumps({"adapters": rows, "broken": [b.__dict__ for b in snap.broken]})
-        )
+    if output is Output.json:
+        broken = [{"path": b.path, "error": b.error} for b in snap.broken]
+        print(json.dumps({"adapters": rows, "broken": broken}, indent=2))
         return
-    table = Table("adapter", "versions", "stable", "previous", "canary", "base", "eval (stable)")
-    for r in rows:
-        table.add_row(
-            r["name"],
-            " ".join(r["versions"]),
-            r["stable"] or "-",
-            r["previous"] or "-",
-            r["canary"] or "-",
-            r["base"] or "-",
-            r["eval"] or "-",
-        )
-    console.print(table)
-    for broken in snap.broken:
-        err_console.print(f"[yellow]broken[/yellow] {escape(broken.path)}: {escape(broken.error)}")
-
-
-if __name__ == "__main__":
-    app()
+    console.print(list_table(rows, wide))
+    for entry in snap.broken:
+        err_console.print(f"[yellow]broken[/yellow] {escape(entry.path)}: {escape(entry.error)}")
 
 
 # --- release commands: drive a running gateway's admin API -------------------------------
@@ -364,19 +350,36 @@ def retire(name: NameArg, version: VersionArg, url: UrlOpt = DEFAULT_URL) -> Non
 
 @adapters_app.command("audit")
 def audit(
-    limit: Annotated[int, typer.Option("--limit", min=1)] = 50, url: UrlOpt = DEFAULT_URL
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    url: UrlOpt = DEFAULT_URL,
+    output: OutputOpt = Output.table,
+    wide: WideOpt = False,
 ) -> None:
-    """The last LIMIT changes: who, what, from/to, forced, when."""
+    """The last LIMIT changes: when, what, from/to, who (--wide: forced, detail)."""
     with admin(url) as client:
-        console.print(audit_table(client.audit(limit)))
+        entries = client.audit(limit)
+    if output is Output.json:
+        print(json.dumps(entries, indent=2))
+        return
+    console.print(audit_table(entries, wide))
 
 
 @adapters_app.command("status")
-def status(url: UrlOpt = DEFAULT_URL) -> None:
-    """Every adapter version of a running gateway: channel, validation, evals, residency."""
+def status(
+    url: UrlOpt = DEFAULT_URL, output: OutputOpt = Output.table, wide: WideOpt = False
+) -> None:
+    """Every adapter version of a running gateway: channel, validation, residency, pins
+    (--wide: validation detail, evals)."""
     with admin(url) as client:
         listing = client.status()
-    console.print(status_table(listing))
+    if output is Output.json:
+        print(json.dumps(listing, indent=2))
+        return
+    console.print(status_table(listing, wide))
     for engine, info in listing["engines"].items():
         state = "up" if info["up"] else "[red]down[/red]"
         console.print(f"{engine}: {state}, {len(info['slots'])}/{info['capacity']} slots used")
+
+
+if __name__ == "__main__":
+    app()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +20,10 @@ Start = Callable[..., tuple[GatewayServer, list[SimEngineServer]]]
 runner = CliRunner()
 
 
-def cli(gw: GatewayServer, *args: str, token: str | None = ADMIN_TOKEN) -> Result:
-    env = {"LORAGATE_ADMIN_TOKEN": token, "LORAGATE_URL": gw.url, "COLUMNS": "200"}
+def cli(
+    gw: GatewayServer, *args: str, token: str | None = ADMIN_TOKEN, columns: int = 200
+) -> Result:
+    env = {"LORAGATE_ADMIN_TOKEN": token, "LORAGATE_URL": gw.url, "COLUMNS": str(columns)}
     return runner.invoke(app, ["adapters", *args], env=env)
 
 
@@ -54,6 +57,23 @@ def test_release_commands_drive_the_admin_api(admin_gateway: Start, tmp_path: Pa
 
     status = cli(gw, "status")
     assert "engine-0: up" in status.output and "v3" not in status.output
+
+
+def test_tables_fit_80_columns_one_line_per_row_and_json_is_for_scripts(
+    admin_gateway: Start,
+) -> None:
+    gw, _ = admin_gateway()
+    cli(gw, "promote", "alpha", "v1", "--force")  # a long gate reason in the audit detail
+    listing = json.loads(cli(gw, "status", "-o", "json").output)
+    versions = sum(len(a["versions"]) for a in listing["adapters"])
+    entries = json.loads(cli(gw, "audit", "-o", "json").output)
+    assert versions >= 3 and entries and "detail" in entries[-1]
+    for command, rows in (("status", versions), ("audit", len(entries))):
+        lines = cli(gw, command, columns=80).output.splitlines()
+        assert all(len(line) <= 80 for line in lines), lines
+        assert len(lines) == 1 + rows + (len(listing["engines"]) if command == "status" else 0)
+    wide = cli(gw, "audit", "--wide", columns=250).output
+    assert "forced past the gate" in wide and "forced past the gate" not in cli(gw, "audit").output
 
 
 def test_refusals_and_connection_errors_have_their_exit_codes(admin_gateway: Start) -> None:

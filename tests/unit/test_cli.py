@@ -53,7 +53,7 @@ def test_package_validate_list(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "checksum" in result.output and "valid (rank 8" in result.output
 
-    result = runner.invoke(app, ["adapters", "list", "--store", str(store), "--json"])
+    result = runner.invoke(app, ["adapters", "list", "--store", str(store), "-o", "json"])
     assert json.loads(result.output)["adapters"][0]["versions"] == ["v1"]
 
 
