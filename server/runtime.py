@@ -20,7 +20,8 @@ from server.engines.registry import Registry
 from server.engines.supervisor import EngineSupervisor
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.metrics import Metrics
-from server.releases.service import ReleaseService, active_versions, pinned_versions
+from server.releases.channels import active_versions, pinned_versions
+from server.releases.service import ReleaseService
 from server.serving.gateway import Gateway
 from server.serving.limits import Limiter
 from server.serving.models import ModelCatalog

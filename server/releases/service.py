@@ -28,12 +28,10 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
-from server.engines.registry import Registry, SlotView
+from server.engines.registry import Registry
 from server.errors import (
-    AdapterInvalid,
     Conflict,
     InvalidRequest,
     LoragateError,
@@ -42,63 +40,17 @@ from server.errors import (
 )
 from server.metrics import Metrics
 from server.protocol.admin import (
-    AdapterInfo,
     AdapterListing,
-    BrokenInfo,
-    EngineInfo,
-    SlotInfo,
-    VersionInfo,
 )
 from server.releases.gate import GateResult, evaluate_gate
+from server.releases.listing import describe, resident
 from server.store.manifest import AuditEntry, Canary, Channels
 from server.store.refs import check_name, check_version
-from server.store.snapshot import AdapterVersion, Snapshot
+from server.store.snapshot import AdapterVersion
 from server.store.store import AdapterStore, AuditVersions
 from server.store.uploads import MultipartUpload, StagingTarget
 
 log = logging.getLogger(__name__)
-
-
-def pinned_versions(
-    snapshot: Snapshot, now: datetime, rollback_window_s: float, budget: int
-) -> list[AdapterVersion]:
-    """Operator pins first, then stable + previous of the adapters whose channels changed
-    within the rollback window (most recent first), at most `budget` versions — so at least
-    one slot per engine stays free for swaps."""
-    operator: list[AdapterVersion] = []
-    recent: list[tuple[datetime, AdapterVersion]] = []
-    horizon = now - timedelta(seconds=rollback_window_s)
-    for adapter in snapshot.adapters.values():
-        channels = adapter.channels
-        operator += [adapter.versions[v] for v in channels.pinned if v in adapter.versions]
-        if channels.updated_at is not None and channels.updated_at >= horizon:
-            for v in (channels.stable, channels.previous):
-                if v is not None and v in adapter.versions:
-                    recent.append((channels.updated_at, adapter.versions[v]))
-    recent.sort(key=lambda item: item[0], reverse=True)
-    chosen: dict[str, AdapterVersion] = {}
-    for version in [*operator, *(v for _, v in recent)]:
-        if len(chosen) >= budget:
-            break
-        chosen.setdefault(version.engine_name, version)
-    return list(chosen.values())
-
-
-def channel_of(channels: Channels) -> dict[str, str]:
-    """version -> the channel pointing at it: stable, previous, or a live canary."""
-    roles = {v: c for c, v in (("previous", channels.previous), ("stable", channels.stable)) if v}
-    if channels.canary is not None and channels.canary.weight > 0:
-        roles.setdefault(channels.canary.version, "canary")
-    return roles
-
-
-def active_versions(snapshot: Snapshot) -> list[tuple[str, str, str]]:
-    """(adapter, version, channel) for every stable, previous and live canary pointer."""
-    return [
-        (adapter.name, version, channel)
-        for adapter in snapshot.adapters.values()
-        for version, channel in channel_of(adapter.channels).items()
-    ]
 
 
 # --- results ---------------------------------------------------------------------------
@@ -263,7 +215,7 @@ class ReleaseService:
         channels, switch_ms = await self._switch(name, change, actor, "rollback")
         self.metrics.rollbacks.labels(name).inc()
         key = f"{name}@{channels.stable}"
-        cold = [e for e in self._engines_up() if not _resident(self.registry.view(e), key)]
+        cold = [e for e in self._engines_up() if not resident(self.registry.view(e), key)]
         return ChangeResult(
             name, "rollback", channels.model_dump(mode="json"), switch_ms, not_resident=cold
         )
@@ -355,51 +307,7 @@ class ReleaseService:
 
     async def describe(self) -> AdapterListing:
         """Every adapter: versions (validation if known, evals), channels, residency, pins."""
-        views = {engine: self.registry.view(engine) for engine in self.registry.engines}
-        up = set(self._engines_up())
-        adapters = await asyncio.to_thread(self._describe_adapters, views, self.registry.pinned())
-        engines = {
-            e: EngineInfo(
-                up=e in up,
-                capacity=self.registry.engines[e].capacity,
-                slots=[SlotInfo(**vars(s)) for s in v],
-            )
-            for e, v in views.items()
-        }
-        broken = [BrokenInfo(path=b.path, error=b.error) for b in self.store.snapshot.broken]
-        return AdapterListing(adapters=adapters, engines=engines, broken=broken)
-
-    def _describe_adapters(
-        self, views: dict[str, list[SlotView]], warm_pins: set[str]
-    ) -> list[AdapterInfo]:
-        adapters = []
-        for adapter in self.store.snapshot.adapters.values():
-            roles = channel_of(adapter.channels)
-            versions = [
-                VersionInfo(
-                    version=v.version,
-                    created_at=v.manifest.created_at,
-                    created_by=v.manifest.created_by,
-                    channel=roles.get(v.version),
-                    validation=self._validation(v),
-                    resident_on=[
-                        e for e, slots in views.items() if _resident(slots, v.engine_name)
-                    ],
-                    warm_pinned=v.engine_name in warm_pins,
-                    evals=v.evals(),
-                )
-                for v in adapter.versions.values()
-            ]
-            adapters.append(
-                AdapterInfo(name=adapter.name, versions=versions, channels=adapter.channels)
-            )
-        return adapters
-
-    def _validation(self, version: AdapterVersion) -> str:
-        state = self.store.validation_state(version.name, version.version)
-        if state is None:
-            return "unknown"
-        return f"invalid: {state.message}" if isinstance(state, AdapterInvalid) else "valid"
+        return await describe(self.store, self.registry, self._engines_up())
 
     # --- helpers -----------------------------------------------------------------------
 
@@ -478,7 +386,3 @@ def _end_canary_of(channels: Channels, version: str | None) -> Channels:
     if channels.canary is not None and channels.canary.version == version:
         return channels.model_copy(update={"canary": None})
     return channels
-
-
-def _resident(slots: list[SlotView], key: str) -> bool:
-    return any(s.key == key and s.state == "ready" for s in slots)

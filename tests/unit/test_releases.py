@@ -11,7 +11,8 @@ import pytest
 from server.engines.registry import Registry
 from server.errors import AdapterLoadFailed, Conflict, NotFound, PromotionRefused
 from server.metrics import Metrics
-from server.releases.service import ReleaseService, active_versions, pinned_versions
+from server.releases.channels import active_versions, pinned_versions
+from server.releases.service import ReleaseService
 from server.serving.routing import Router
 from server.store.manifest import Channels, EvalReport
 from server.store.snapshot import Adapter, Snapshot

@@ -1,0 +1,51 @@
+"""What the release channels mean for serving: which versions stay warm (pins) and which
+versions a channel points at (for metrics and listings)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from server.store.manifest import Channels
+from server.store.snapshot import AdapterVersion, Snapshot
+
+
+def pinned_versions(
+    snapshot: Snapshot, now: datetime, rollback_window_s: float, budget: int
+) -> list[AdapterVersion]:
+    """Operator pins first, then stable + previous of the adapters whose channels changed
+    within the rollback window (most recent first), at most `budget` versions — so at least
+    one slot per engine stays free for swaps."""
+    operator: list[AdapterVersion] = []
+    recent: list[tuple[datetime, AdapterVersion]] = []
+    horizon = now - timedelta(seconds=rollback_window_s)
+    for adapter in snapshot.adapters.values():
+        channels = adapter.channels
+        operator += [adapter.versions[v] for v in channels.pinned if v in adapter.versions]
+        if channels.updated_at is not None and channels.updated_at >= horizon:
+            for v in (channels.stable, channels.previous):
+                if v is not None and v in adapter.versions:
+                    recent.append((channels.updated_at, adapter.versions[v]))
+    recent.sort(key=lambda item: item[0], reverse=True)
+    chosen: dict[str, AdapterVersion] = {}
+    for version in [*operator, *(v for _, v in recent)]:
+        if len(chosen) >= budget:
+            break
+        chosen.setdefault(version.engine_name, version)
+    return list(chosen.values())
+
+
+def channel_of(channels: Channels) -> dict[str, str]:
+    """version -> the channel pointing at it: stable, previous, or a live canary."""
+    roles = {v: c for c, v in (("previous", channels.previous), ("stable", channels.stable)) if v}
+    if channels.canary is not None and channels.canary.weight > 0:
+        roles.setdefault(channels.canary.version, "canary")
+    return roles
+
+
+def active_versions(snapshot: Snapshot) -> list[tuple[str, str, str]]:
+    """(adapter, version, channel) for every stable, previous and live canary pointer."""
+    return [
+        (adapter.name, version, channel)
+        for adapter in snapshot.adapters.values()
+        for version, channel in channel_of(adapter.channels).items()
+    ]
