@@ -159,7 +159,7 @@ def run_gateway(
     from tests.factory import TINY_CONFIG
 
     with sim_engine(args) as engine:
-        engine_url, port = _url_of(engine), free_port()
+        engine_url, port, metrics_port = _url_of(engine), free_port(), free_port()
         base_config = tmp / "base-config.json"
         base_config.write_text(json.dumps(TINY_CONFIG))
         config = tmp / "gateway.yaml"
@@ -172,6 +172,7 @@ def run_gateway(
                     "engines": [{"url": engine_url, "max_cpu_loras": args.slots}],
                     "rollback_window_s": 0,
                     "load_wait_timeout_s": 30,
+                    "metrics_port": metrics_port,
                 }
             )
         )
@@ -191,7 +192,7 @@ def run_gateway(
             stats = httpx.get(f"{engine_url}/sim/stats").json()
             result["engine_loads"] = stats["loads"]
             result["engine_hidden_reloads"] = stats["cpu_cache_reloads"]
-            text = httpx.get(f"{url}/metrics").text
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics").text
             for metric in ("evictions", "thrash"):
                 result[metric] = metric_sum(text, f"loragate_adapter_{metric}_total")
             for name in ("adapter_load_seconds", "load_wait_seconds"):

@@ -7,6 +7,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from loadtest.threaded import ThreadedServer
+from server.api.server import header_timeout_protocol
 from server.app import create_app
 from server.runtime import Runtime
 from server.settings import Settings
@@ -15,7 +16,12 @@ from server.settings import Settings
 class GatewayServer(ThreadedServer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(create_app(settings), lifespan="on", name="gateway")
+        super().__init__(
+            create_app(settings),
+            lifespan="on",
+            name="gateway",
+            http=header_timeout_protocol(settings.header_timeout_s),
+        )
 
     @property
     def runtime(self) -> Runtime:
@@ -26,9 +32,15 @@ class GatewayServer(ThreadedServer):
         self.start()
         return self
 
+    @property
+    def metrics_url(self) -> str:
+        """The metrics listener's `/metrics` (settings.metrics_port; tests use port 0)."""
+        url: str = self.app.state.metrics_url
+        return f"{url}/metrics"
+
     def metric(self, name: str, **labels: str) -> float:
-        """One sample of the gateway's /metrics (0.0 if absent)."""
-        for family in text_string_to_metric_families(httpx.get(f"{self.url}/metrics").text):
+        """One sample of the gateway's metrics (0.0 if absent)."""
+        for family in text_string_to_metric_families(httpx.get(self.metrics_url).text):
             for sample in family.samples:
                 if sample.name == name and all(
                     sample.labels.get(k) == v for k, v in labels.items()

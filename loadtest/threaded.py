@@ -52,6 +52,7 @@ class ThreadedServer:
         graceful_shutdown_s: float = 1.0,
         name: str = "server",
         before_stop: Callable[[], None] | None = None,
+        http: Any = "auto",
     ) -> None:
         self.app = app
         self.host, self.port, self.name = host, port, name
@@ -62,6 +63,7 @@ class ThreadedServer:
             access_log=False,
             ws="none",
             lifespan=lifespan,
+            http=http,
             # Annotated int, but uvicorn hands it to asyncio.wait_for, which takes seconds.
             timeout_graceful_shutdown=graceful_shutdown_s,  # type: ignore[arg-type]
         )

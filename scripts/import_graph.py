@@ -22,7 +22,7 @@ CROSS_CUTTING = {"errors", "metrics", "logs", "settings"}
 # part -> the parts it may import (besides itself and the cross-cutting modules).
 ALLOWED: dict[str, set[str]] = {
     "app": {"api", "runtime"},
-    "cli": {"app", "releases", "engines", "store", "protocol", "serving"},
+    "cli": {"app", "api", "releases", "engines", "store", "protocol", "serving"},
     "api": {"runtime", "serving", "releases", "engines", "store", "protocol"},
     "runtime": {"serving", "releases", "engines", "store", "protocol"},
     "serving": {"engines", "store", "protocol"},

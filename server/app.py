@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
 from server.api import admin, errors, health, openai
+from server.api.metrics_listener import serve_metrics
 from server.api.middleware import BodyLimit, RequestContext
 from server.runtime import Runtime
 from server.settings import Settings
@@ -20,7 +23,12 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or Runtime(settings)
         app.state.runtime = rt
-        async with rt.running():
+        async with contextlib.AsyncExitStack() as stack:
+            if settings.metrics_port is not None:
+                app.state.metrics_url = await stack.enter_async_context(
+                    serve_metrics(rt.metrics.registry, settings.metrics_host, settings.metrics_port)
+                )
+            await stack.enter_async_context(rt.running())
             yield
 
     app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
@@ -28,7 +36,22 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(admin.router)
     errors.install(app)
+    _document(app)
     # Added innermost first: RequestContext wraps everything, BodyLimit wraps the routes.
-    app.add_middleware(BodyLimit, limit_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, limit_bytes=settings.max_body_bytes, pause_s=settings.body_timeout_s
+    )
     app.add_middleware(RequestContext)
     return app
+
+
+def _document(app: FastAPI) -> None:
+    """The OpenAPI document, with the request bodies the generation routes parse themselves."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = openai.document_request_bodies(build())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -12,6 +12,7 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── Conflict                409  the operation contradicts the store's state
 │   ├── VersionExists       409  registering a version that is already in the store
 │   └── PromotionRefused    409  eval gate said no (the numbers are in the message)
+├── RequestTimeout          408  the client paused too long while sending its request
 ├── PayloadTooLarge         413  body or upload over its limit
 ├── RateLimited             429  tenant over its rate or concurrency (Retry-After)
 ├── Unavailable             503  no capacity now (Retry-After): slots busy, engine down
@@ -136,6 +137,14 @@ class PromotionRefused(Conflict):
     """Raised when a candidate's eval does not beat the current stable on the gate dataset."""
 
     code = "promotion_refused"
+
+
+class RequestTimeout(LoragateError):
+    """Raised when a client pauses longer than allowed in the middle of its request body."""
+
+    status = 408
+    type = "invalid_request_error"
+    code = "request_timeout"
 
 
 class PayloadTooLarge(LoragateError):

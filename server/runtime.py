@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from server.engines.admission import Admission, EngineQueue
 from server.engines.client import EngineClient, HttpEngineClient
 from server.engines.placement import Placement
 from server.engines.registry import Registry
@@ -25,9 +26,10 @@ from server.releases.service import ReleaseService
 from server.serving.gateway import Gateway
 from server.serving.limits import Limiter
 from server.serving.models import ModelCatalog
+from server.serving.prepare import Caps
 from server.serving.routing import Router
 from server.serving.tenants import Tenants
-from server.settings import Settings
+from server.settings import EngineConfig, Settings
 from server.store.base_model import BaseModelSpec, demo_base_config
 from server.store.layout import ValidationLimits
 from server.store.snapshot import AdapterVersion
@@ -79,17 +81,29 @@ class Runtime:
             if cfg.managed is not None and engines is None
         ]
         self.placement = Placement(self.registry)
+        configs = dict(zip(names, settings.engines, strict=True))
+        self.admission = Admission(
+            {name: self._queue(name, configs.get(name)) for name in self.engines}
+        )
         self.router = Router(self.store, settings.base_model)
         self.tenants = Tenants(settings.tenants_file)
         self.catalog = ModelCatalog(self.store, self.placement, settings.base_model)
+        caps = Caps(
+            max_tokens=settings.max_tokens,
+            max_n=settings.max_n,
+            max_logprobs=settings.max_logprobs,
+            max_prompt_chars=settings.max_prompt_chars,
+            max_prompt_tokens=settings.max_prompt_tokens,
+        )
         self.gateway = Gateway(
             self.router,
             self.placement,
+            self.admission,
             self.engines,
             self.metrics,
+            caps,
             Limiter(),
             hide_foreign=settings.hide_foreign_adapters,
-            max_prompt_chars=settings.max_prompt_chars,
         )
         self.releases = ReleaseService(
             self.store,
@@ -102,6 +116,13 @@ class Runtime:
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
+        self.draining = False  # set on SIGTERM: /readyz answers 503 from then on
+
+    def _queue(self, name: str, cfg: EngineConfig | None) -> EngineQueue:
+        fields = EngineConfig.model_fields
+        limit = cfg.max_inflight if cfg else fields["max_inflight"].default
+        queue = cfg.max_queue if cfg else fields["max_queue"].default
+        return EngineQueue(name, limit, queue, self.settings.max_queue_wait_s)
 
     def _client(self, name: str, url: str) -> EngineClient:
         s = self.settings
@@ -217,7 +238,9 @@ class Runtime:
         self.registry.set_pins(pins)
 
     def ready(self) -> bool:
-        return bool(self.placement.up_engines()) and self._store_mark is not None
+        return (
+            not self.draining and bool(self.placement.up_engines()) and self._store_mark is not None
+        )
 
     @contextlib.asynccontextmanager
     async def running(self) -> Any:

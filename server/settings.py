@@ -41,6 +41,9 @@ class EngineConfig(BaseModel):
     url: str | None = None
     managed: ManagedEngine | None = None
     max_cpu_loras: int = Field(4, ge=1, description="adapter slots the registry manages here")
+    # Admission (server/engines/admission.py): requests sent at once, and waiting beyond that.
+    max_inflight: int = Field(64, ge=1, description="requests sent to the engine at once")
+    max_queue: int = Field(256, ge=0, description="requests waiting for one of those")
 
     @model_validator(mode="after")
     def _one_source(self) -> EngineConfig:
@@ -78,6 +81,10 @@ class Settings(BaseSettings):
     reconcile_interval_s: float = Field(15.0, gt=0)
     rollback_window_s: float = Field(3600.0, ge=0)
 
+    # A request waits for an engine slot at most this long, and is refused at once (503 with
+    # Retry-After) when the queue ahead of it should take longer (seconds).
+    max_queue_wait_s: float = Field(10.0, ge=0)
+
     # Engine calls (seconds).
     connect_timeout_s: float = Field(5.0, gt=0)
     request_timeout_s: float = Field(300.0, gt=0)
@@ -87,7 +94,12 @@ class Settings(BaseSettings):
         Path.home() / ".cache" / "loragate" / "logs", description="managed engines' logs"
     )
     max_body_bytes: int = Field(1024 * 1024, gt=0, description="request body limit (413)")
+    # Caps on what one request may buy (400 past them); a tenant's own caps may be lower.
+    max_tokens: int | None = Field(None, ge=1, description="per completion; None: the engine's")
+    max_n: int = Field(16, ge=1, description="completions per request: n or best_of x prompts")
+    max_logprobs: int = Field(20, ge=0, description="logprobs/top_logprobs/prompt_logprobs")
     max_prompt_chars: int = Field(100_000, gt=0, description="prompt text limit (400)")
+    max_prompt_tokens: int = Field(32_768, gt=0, description="prompts sent as token ids")
     tenants_file: Path | None = Field(None, description="API keys → tenants (None: open)")
     hide_foreign_adapters: bool = Field(
         True, description="another tenant's adapter is a 404 like an unknown one (else 403)"
@@ -98,6 +110,21 @@ class Settings(BaseSettings):
         512 * 1024 * 1024, gt=0, description="an adapter upload's whole multipart body, bytes"
     )
     log_json: bool = True
+
+    # Metrics on their own listener (None: off); on the API port /metrics needs the admin token.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = Field(9464, ge=0, le=65535)
+
+    # Shutdown (SIGTERM): /readyz answers 503 at once, requests are still served for
+    # drain_delay_s (load balancers take a moment to stop sending), then the listener closes
+    # and requests in flight get drain_grace_s to finish. Kubernetes: keep
+    # terminationGracePeriodSeconds > preStop sleep + drain_delay_s + drain_grace_s.
+    drain_delay_s: float = Field(5.0, ge=0)
+    drain_grace_s: float = Field(30.0, ge=0)
+    # Slow clients: request headers must arrive within header_timeout_s of the connection or
+    # of the request's first byte; a request body may pause at most body_timeout_s.
+    header_timeout_s: float = Field(10.0, gt=0)
+    body_timeout_s: float = Field(30.0, gt=0)
 
     @classmethod
     def settings_customise_sources(

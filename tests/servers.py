@@ -22,6 +22,7 @@ def tiny_settings(store: Path, engine_urls: list[str], tmp: Path, **overrides: A
         "base_config": base_config,
         "engines": [{"url": u, "max_cpu_loras": 2} for u in engine_urls],
         "load_wait_timeout_s": 2.0,
+        "metrics_port": 0,  # the metrics listener on a free port (GatewayServer.metrics_url)
         "reconcile_interval_s": 60.0,
         "log_json": False,
         **overrides,

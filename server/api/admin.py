@@ -25,7 +25,8 @@ from server.protocol.admin import (
 from server.releases.service import ChangeResult, PrewarmResult, RetireResult
 from server.store.snapshot import AdapterVersion
 
-router = APIRouter(prefix="/admin", tags=["admin"])
+# Not in the public OpenAPI document: it would list the admin API to every caller.
+router = APIRouter(prefix="/admin", tags=["admin"], include_in_schema=False)
 
 
 def _registered(found: AdapterVersion) -> JSONResponse:

@@ -11,6 +11,7 @@ A route that accepts bigger bodies (an adapter upload) raises its own limit with
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -20,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import logs
 from server.api.errors import json_error
-from server.errors import LoragateError, PayloadTooLarge
+from server.errors import LoragateError, PayloadTooLarge, RequestTimeout
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +76,8 @@ def _request_id(scope: Scope) -> str:
 class _Budget:
     limit: int
     received: int = 0
-    exceeded: bool = False
+    complete: bool = False  # the last body chunk arrived
+    error: LoragateError | None = None  # why the body was refused
 
 
 def allow_body(scope: Scope, limit: int) -> None:
@@ -86,11 +88,13 @@ def allow_body(scope: Scope, limit: int) -> None:
 
 
 class BodyLimit:
-    """413 once a request body passes `limit_bytes` (or the route's own limit)."""
+    """413 once a request body passes `limit_bytes` (or the route's own limit); 408 when the
+    client pauses more than `pause_s` in the middle of sending it."""
 
-    def __init__(self, app: ASGIApp, limit_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, limit_bytes: int, pause_s: float = 30.0) -> None:
         self.app = app
         self.limit_bytes = limit_bytes
+        self.pause_s = pause_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,36 +104,41 @@ class BodyLimit:
         declared = _content_length(scope)
         started = False
 
-        def too_large() -> PayloadTooLarge:
-            budget.exceeded = True
-            return PayloadTooLarge(f"request body over {budget.limit} bytes")
+        def refuse(error: LoragateError) -> LoragateError:
+            budget.error = error
+            return error
 
         async def counting_receive() -> Message:
             if declared is not None and declared > budget.limit:
-                raise too_large()
-            message = await receive()
+                raise refuse(PayloadTooLarge(f"request body over {budget.limit} bytes"))
+            if budget.complete:  # after the body, receive() waits for a disconnect: no timeout
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.pause_s)
+            except TimeoutError:
+                pause = RequestTimeout(f"the request body paused over {self.pause_s:g} s")
+                raise refuse(pause) from None
             if message["type"] == "http.request":
+                budget.complete = not message.get("more_body", False)
                 budget.received += len(message.get("body", b""))
                 if budget.received > budget.limit:
-                    raise too_large()
+                    raise refuse(PayloadTooLarge(f"request body over {budget.limit} bytes"))
             return message
 
         async def guarded_send(message: Message) -> None:
             nonlocal started
-            if budget.exceeded:
-                return  # whatever the app answers after the limit, the client gets the 413
+            if budget.error is not None:
+                return  # whatever the app answers after the refusal, the client gets ours
             started = started or message["type"] == "http.response.start"
             await send(message)
 
         try:
             await self.app(scope, counting_receive, guarded_send)
         except Exception:
-            if not budget.exceeded:
+            if budget.error is None:
                 raise
-        if budget.exceeded and not started:
-            await json_error(PayloadTooLarge(f"request body over {budget.limit} bytes"))(
-                scope, receive, send
-            )
+        if budget.error is not None and not started:
+            await json_error(budget.error)(scope, receive, send)
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -71,9 +71,8 @@ def serve(
     store_dir: Annotated[Path | None, typer.Option("--store")] = None,
 ) -> None:
     """Start the gateway (and its managed engines). With no options: the demo deployment."""
-    import uvicorn
-
     from server import logs
+    from server.api.server import DrainingServer, server_config
     from server.app import create_app
     from server.settings import Settings
 
@@ -98,7 +97,21 @@ def serve(
         f"  curl {url}/v1/completions -H 'Content-Type: application/json' "
         f"""-d '{{"model": "<adapter>", "prompt": "Hello", "max_tokens": 16}}'"""
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None)
+    app = create_app(settings)
+    server = DrainingServer(
+        server_config(app, settings),
+        on_drain=lambda: _drain(app),
+        delay_s=settings.drain_delay_s,
+    )
+    server.run()
+
+
+def _drain(app: Any) -> None:
+    """SIGTERM: from now on /readyz says 503; requests are still served for a while."""
+    runtime = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.draining = True
+    err_console.print("draining: /readyz answers 503; stopping after the drain delay")
 
 
 @app.command("eval")

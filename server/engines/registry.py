@@ -192,10 +192,15 @@ class Registry:
                 await asyncio.wait_for(eng.changed.wait(), remaining)
             if self._clock() < deadline:
                 return
+        # The busy slots belong to other tenants' adapters: log them, never put them in the
+        # answer.
         busy = ", ".join(f"{s.key}({s.inflight} in flight)" for s in eng.slots.values())
+        log.warning(
+            "no slot free", extra={"engine": eng.client.name, "adapter": key, "slots": busy}
+        )
         raise Unavailable(
             f"no adapter slot free on {eng.client.name} for {key} within "
-            f"{self.wait_timeout_s:g} s: every slot is pinned or busy [{busy}]",
+            f"{self.wait_timeout_s:g} s: every slot is pinned or busy",
             retry_after_s=max(1.0, self.wait_timeout_s),
         )
 

@@ -15,13 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server import logs
+from server.engines.admission import Admission
 from server.engines.client import EngineClient
 from server.engines.placement import Placement
 from server.errors import LoragateError, UpstreamError
 from server.metrics import Metrics
 from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
 from server.serving.limits import Limiter
-from server.serving.prepare import apply_limits, apply_template
+from server.serving.prepare import Caps, Cost, apply_caps, apply_template
 from server.serving.routing import Router, Target
 from server.serving.sse import DONE, SSERewriter, error_event
 from server.serving.tenants import OPEN_TENANT, Tenant
@@ -68,38 +69,42 @@ class Gateway:
         self,
         router: Router,
         placement: Placement,
+        admission: Admission,
         engines: dict[str, EngineClient],
         metrics: Metrics,
+        caps: Caps,
         limiter: Limiter | None = None,
         *,
         hide_foreign: bool = True,
-        max_prompt_chars: int = 100_000,
     ) -> None:
         self.router = router
         self.placement = placement
+        self.admission = admission
         self.engines = engines
         self.metrics = metrics
+        self.caps = caps
         self.limiter = limiter or Limiter()
         self.hide_foreign = hide_foreign
-        self.max_prompt_chars = max_prompt_chars
 
     def _prepare(
         self, kind: Kind, req: OpenAIRequest, tenant: Tenant, task: str | None
-    ) -> tuple[Target, dict[str, Any]]:
+    ) -> tuple[Target, dict[str, Any], Cost]:
         target = self.router.resolve_for(tenant, req.model, task, req.user, self.hide_foreign)
         body = req.engine_body()
-        apply_limits(kind, body, tenant, self.max_prompt_chars)
+        cost = apply_caps(kind, req, body, self.caps.for_tenant(tenant))
         body = apply_template(target, kind, body)
         body["model"] = target.engine_model
-        return target, body
+        return target, body, cost
 
     @contextlib.asynccontextmanager
     async def _lease(self, target: Target, timing: _Timing) -> AsyncIterator[str]:
-        """The engine serving `target`, held for the body; the wait counts as outside time."""
+        """The engine serving `target`, held for the body: the adapter resident, then one of
+        the engine's admission slots. Waiting for either counts as time outside the gateway."""
         async with contextlib.AsyncExitStack() as stack:
             with timing.waiting():
                 lease = self.placement.lease(target.engine_model, target.version)
                 engine = await stack.enter_async_context(lease)
+                await stack.enter_async_context(self.admission.admit(engine))
             yield engine
 
     def _headers(self, target: Target, engine: str, timing: _Timing) -> dict[str, str]:
@@ -128,14 +133,18 @@ class Gateway:
         )
         self.metrics.gateway_overhead_seconds.observe(timing.overhead())
 
-    def _count_tokens(self, target: Target, tenant: Tenant, usage: dict[str, Any] | None) -> None:
-        if not usage:
-            return
+    def _settle(
+        self, target: Target, tenant: Tenant, charged: int, usage: dict[str, Any] | None
+    ) -> None:
+        """Count the engine's usage and correct the tenant's up-front token charge by it
+        (no usage, e.g. a failed request: the whole charge is refunded)."""
+        used = 0
         for kind in ("prompt", "completion"):
-            n = usage.get(f"{kind}_tokens")
+            n = (usage or {}).get(f"{kind}_tokens")
             if isinstance(n, int) and n >= 0:
                 self.metrics.tokens.labels(target.adapter_label, kind).inc(n)
-                self.limiter.charge_tokens(tenant, n)
+                used += n
+        self.limiter.settle(tenant, used - charged)
 
     async def generate(
         self,
@@ -146,21 +155,22 @@ class Gateway:
     ) -> Answer:
         """A non-streaming completion or chat completion."""
         timing = _Timing()
-        target, body = self._prepare(kind, req, tenant, task)
-        code = 500
+        target, body, cost = self._prepare(kind, req, tenant, task)
+        code, charged, usage = 500, 0, None
         try:
-            with self.limiter.admit(tenant):
+            with self.limiter.admit(tenant, cost.total):
+                charged = cost.total
                 async with self._lease(target, timing) as engine:
                     with timing.waiting():
                         result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
-            code = 200
+            code, usage = 200, result.get("usage")
         except LoragateError as exc:
             code = exc.status
             raise
         finally:
+            self._settle(target, tenant, charged, usage)
             self._record(target, code, timing, tenant.name)
         result["model"] = target.requested
-        self._count_tokens(target, tenant, result.get("usage"))
         return Answer(result, self._headers(target, engine, timing))
 
     async def stream(
@@ -173,14 +183,16 @@ class Gateway:
         """Open a streaming call. Errors before the first engine byte raise (a real HTTP status);
         later ones become an SSE error event. Closing the answer releases everything."""
         timing = _Timing()
-        target, body = self._prepare(kind, req, tenant, task)
+        target, body, cost = self._prepare(kind, req, tenant, task)
         # Ask for usage (token metrics); the extra usage-only chunk is dropped again unless
         # the client asked for it too.
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         stack = contextlib.AsyncExitStack()
+        charged = 0
         try:
-            stack.enter_context(self.limiter.admit(tenant))
+            stack.enter_context(self.limiter.admit(tenant, cost.total))
+            charged = cost.total
             engine = await stack.enter_async_context(self._lease(target, timing))
             upstream = await stack.enter_async_context(
                 contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
@@ -189,6 +201,7 @@ class Gateway:
                 first = await anext(upstream, b"")
         except LoragateError as exc:
             await stack.aclose()
+            self._settle(target, tenant, charged, None)
             self._record(target, exc.status, timing, tenant.name)
             raise
         self.metrics.time_to_first_token_seconds.labels(target.adapter_label).observe(
@@ -196,7 +209,7 @@ class Gateway:
         )
         headers = self._headers(target, engine, timing)
         rewriter = SSERewriter(target.requested, drop_usage_chunk=not client_wants_usage)
-        chunks = self._relay(target, rewriter, first, upstream, timing, tenant)
+        chunks = self._relay(target, rewriter, first, upstream, timing, tenant, charged)
         return StreamAnswer(headers, chunks, stack)
 
     async def _relay(
@@ -207,6 +220,7 @@ class Gateway:
         upstream: AsyncIterator[bytes],
         timing: _Timing,
         tenant: Tenant,
+        charged: int,
     ) -> AsyncIterator[bytes]:
         code, saw_done = 200, False
         try:
@@ -232,5 +246,5 @@ class Gateway:
             yield error_event(exc)
             yield DONE
         finally:
-            self._count_tokens(target, tenant, rewriter.usage)
+            self._settle(target, tenant, charged, rewriter.usage)
             self._record(target, code, timing, tenant.name)

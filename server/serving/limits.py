@@ -1,7 +1,10 @@
 """Per-tenant admission: request rate, token rate and concurrency, each a 429 with Retry-After.
 
-Token buckets refill continuously; the token bucket is charged after a response with the
-engine's reported usage, so a tenant over its tokens/min is refused on its next request.
+Token buckets refill continuously. A request is charged what it asks for before it is sent
+(its prompt, estimated for text, plus its most completion tokens), and corrected by the
+engine's reported usage after (`settle`), so `n`, `best_of` or a huge `max_tokens` cannot
+overdraw the bucket by more than one request. The state lives in this process: with N gateway
+replicas behind a load balancer, a tenant gets up to N times its limits.
 """
 
 from __future__ import annotations
@@ -62,8 +65,9 @@ class Limiter:
         return state
 
     @contextlib.contextmanager
-    def admit(self, tenant: Tenant) -> Iterator[None]:
-        """Hold one request slot for `tenant`; raise `RateLimited` if over any limit."""
+    def admit(self, tenant: Tenant, tokens: int = 0) -> Iterator[None]:
+        """Hold one request slot for `tenant` and charge `tokens` up front; raise
+        `RateLimited` if over any limit. The charge is refunded if the body raises."""
         state, now = self._for(tenant), self.clock()
         if tenant.max_concurrent is not None and state.inflight >= tenant.max_concurrent:
             raise RateLimited(
@@ -87,13 +91,18 @@ class Limiter:
                 )
             state.requests.level -= 1
         state.inflight += 1
+        self.settle(tenant, tokens)
         try:
             yield
+        except BaseException:
+            self.settle(tenant, -tokens)  # nothing was generated for the caller
+            raise
         finally:
             state.inflight -= 1
 
-    def charge_tokens(self, tenant: Tenant, tokens: int) -> None:
+    def settle(self, tenant: Tenant, tokens: int) -> None:
+        """Charge `tokens` more (negative: refund), e.g. usage minus what was charged."""
         state = self._for(tenant)
         if state.tokens is not None:
             state.tokens.refill(self.clock())
-            state.tokens.level -= tokens
+            state.tokens.level = min(state.tokens.capacity, state.tokens.level - tokens)

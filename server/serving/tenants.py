@@ -10,8 +10,11 @@ tenants:
     default: support-bot                         # used when a request names no model
     tasks: {sentiment: sentiment, qa: support-bot}   # task aliases: model or X-Task header
     allow_base: false                            # may it call the bare base model
-    max_tokens: 512                              # cap per request
+    max_tokens: 512                              # per completion: max_(completion_)tokens
+    max_n: 4                                     # completions per request: n, best_of x prompts
+    max_logprobs: 5                              # logprobs, top_logprobs, prompt_logprobs
     max_prompt_chars: 20000
+    max_prompt_tokens: 8000                      # prompts sent as token ids
     rate_limit: {requests_per_s: 5, burst: 10, tokens_per_min: 20000}
     max_concurrent: 4
 ```
@@ -60,8 +63,12 @@ class Tenant(BaseModel):
     default: str | None = None
     tasks: dict[str, str] = Field(default_factory=dict)
     allow_base: bool = True
+    # Unset caps fall back to the gateway's (Settings), which always bound n and logprobs.
     max_tokens: int | None = Field(None, ge=1)
+    max_n: int | None = Field(None, ge=1)
+    max_logprobs: int | None = Field(None, ge=0)
     max_prompt_chars: int | None = Field(None, ge=1)
+    max_prompt_tokens: int | None = Field(None, ge=1)
     rate_limit: RateLimit | None = None
     max_concurrent: int | None = Field(None, ge=1)
 

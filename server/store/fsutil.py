@@ -40,6 +40,16 @@ def atomic_write(path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def remove_stale_temps(path: Path) -> int:
+    """Delete the temp files `atomic_write(path, …)` left behind when its process was killed
+    between writing and renaming. Call only under the lock that every writer of `path` holds,
+    so no temp file can be in use. Returns how many were removed."""
+    stale = list(path.parent.glob(f".{path.name}.tmp-*"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def append_line(path: Path, line: str) -> None:
     """Append one newline-terminated line in a single write, then fsync."""
     data = (line.rstrip("\n") + "\n").encode()

@@ -35,7 +35,14 @@ from server.errors import (
     VersionExists,
 )
 from server.store.base_model import BaseModelSpec
-from server.store.fsutil import FileLock, append_line, atomic_write, tree_fingerprint, visible_dirs
+from server.store.fsutil import (
+    FileLock,
+    append_line,
+    atomic_write,
+    remove_stale_temps,
+    tree_fingerprint,
+    visible_dirs,
+)
 from server.store.layout import (
     CONFIG_FILE,
     EVALS_DIR,
@@ -353,6 +360,7 @@ class AdapterStore:
         if not adapter_dir.is_dir():
             raise NotFound(f"adapter {name!r} does not exist", param="name")
         with FileLock(adapter_dir / ".channels.lock"):
+            remove_stale_temps(adapter_dir / CHANNELS_FILE)  # from writers killed mid-write
             versions = {e.name for e in visible_dirs(adapter_dir)}
             current = self._read_channels(adapter_dir, versions)
             new = change(current)

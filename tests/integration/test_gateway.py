@@ -279,7 +279,7 @@ def test_health_and_readiness_follow_the_engine(gateway: Start) -> None:
         time.sleep(0.05)
     assert gw.metric("loragate_engine_up", engine="engine-0") == 0
     assert complete(gw, "alpha").status_code == 503  # no engine up: a clear 503, not a hang
-    assert httpx.get(f"{gw.url}/metrics").headers["content-type"].startswith("text/plain")
+    assert httpx.get(gw.metrics_url).headers["content-type"].startswith("text/plain")
     rid = httpx.get(f"{gw.url}/healthz", headers={"x-request-id": "abc-123"}).headers[
         "x-request-id"
     ]

@@ -134,6 +134,11 @@ class Traffic:
                 self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
 
 
+
+def metrics_target(gw: GatewayServer) -> str:
+    """host:port of the gateway's metrics listener, for a Prometheus scrape config."""
+    return gw.metrics_url.removeprefix("http://").removesuffix("/metrics")
+
 def alternate(url: str, models: list[str], seconds: float, until: Callable[[], bool]) -> int:
     """One request at a time, cycling through `models`, for at most `seconds` or until
     `until()` (checked every second). Returns the number of requests sent."""
@@ -236,7 +241,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
         with GatewayServer(settings) as gw:
             _wait_engines_up(gw, 2)
             targets = {
-                "loragate": [gw.url.removeprefix("http://"), f"127.0.0.1:{free_port()}"],
+                "loragate": [metrics_target(gw), f"127.0.0.1:{free_port()}"],
                 "vllm": [engine0.url.removeprefix("http://"), f"127.0.0.1:{managed_port}"],
             }
             rules = rules_for_test(replace=FLEET_THRESHOLDS)
@@ -348,7 +353,7 @@ def _swap_run(
         )
         with GatewayServer(settings) as gw:
             targets = {
-                "loragate": [gw.url.removeprefix("http://")],
+                "loragate": [metrics_target(gw)],
                 "vllm": [engine.url.removeprefix("http://")],
             }
             with PrometheusServer(tmp / "prometheus", targets, rules_for_test()) as prom:

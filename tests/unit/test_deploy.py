@@ -83,7 +83,7 @@ def test_prometheus_and_grafana_are_wired_to_each_other() -> None:
     targets = {
         job["job_name"]: job["static_configs"][0]["targets"] for job in prom["scrape_configs"]
     }
-    assert targets == {"loragate": ["gateway:8000"], "vllm": ["engine:8000"]}
+    assert targets == {"loragate": ["gateway:9464"], "vllm": ["engine:8000"]}
     assert "./prometheus:/etc/prometheus:ro" in SERVICES["prometheus"]["volumes"]
     source = yaml.safe_load(
         (DEPLOY / "grafana/provisioning/datasources/prometheus.yml").read_text()

@@ -86,12 +86,12 @@ def test_request_rate_burst_then_refill() -> None:
         pass
 
 
-def test_tokens_per_minute_are_charged_after_the_response() -> None:
+def test_tokens_per_minute_are_charged_up_front_and_settled_by_usage() -> None:
     clock = Clock()
     limiter = Limiter(clock=clock)
     tenant = Tenant(name="t", rate_limit=RateLimit(tokens_per_min=600))
-    with limiter.admit(tenant):
-        limiter.charge_tokens(tenant, 650)
+    with limiter.admit(tenant, 300):  # asked for 300 ...
+        limiter.settle(tenant, 650 - 300)  # ... used 650
     with pytest.raises(RateLimited, match="tokens per minute") as info, limiter.admit(tenant):
         pass
     assert info.value.retry_after_s == pytest.approx(5.1)  # 51 tokens at 10 tokens/s

@@ -1,0 +1,110 @@
+"""Each engine's bounded admission queue: shed load early instead of letting latency grow.
+
+At most `limit` requests are sent to an engine at once (sized to what it serves well: its
+`max_num_seqs`, or less on a CPU). Past that, requests wait in a FIFO, but only if their
+expected wait — the requests ahead of them times the mean service time, over `limit` — fits
+`max_wait_s`, and the queue holds at most `max_queue`. Anything else is refused at once with
+503 and a `Retry-After` computed from the queue, so accepted requests keep their latency and
+the rest are told when to come back. A request that still waits `max_wait_s` is refused then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from server.errors import Unavailable
+
+EWMA_WEIGHT = 0.1  # of each new service time in the running mean
+
+
+@dataclass
+class EngineQueue:
+    """Admission for one engine."""
+
+    engine: str
+    limit: int
+    max_queue: int
+    max_wait_s: float
+    clock: Callable[[], float] = time.monotonic
+    inflight: int = 0
+    service_s: float = 0.0  # running mean of how long an admitted request takes
+    _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    def expected_wait_s(self, position: int) -> float:
+        """How long the request at `position` in the queue (0: next) should wait."""
+        return (position + 1) * self.service_s / self.limit
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one of the engine's request slots for the body. Raises `Unavailable`."""
+        await self._enter()
+        start = self.clock()
+        try:
+            yield
+        finally:
+            elapsed = self.clock() - start
+            self.service_s += (
+                EWMA_WEIGHT * (elapsed - self.service_s) if self.service_s else elapsed
+            )
+            self._leave()
+
+    async def _enter(self) -> None:
+        if self.inflight < self.limit and not self._waiters:
+            self.inflight += 1
+            return
+        wait = self.expected_wait_s(len(self._waiters))
+        if len(self._waiters) >= self.max_queue or wait > self.max_wait_s:
+            raise self._full(wait)
+        turn = asyncio.get_running_loop().create_future()
+        self._waiters.append(turn)
+        try:
+            await asyncio.wait_for(asyncio.shield(turn), self.max_wait_s)
+        except TimeoutError:
+            if turn.done():
+                return  # handed the slot just as the wait ran out: take it
+            turn.cancel()
+            self._waiters.remove(turn)
+            raise self._full(self.expected_wait_s(len(self._waiters))) from None
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._leave()  # handed the slot, but the request is gone: pass it on
+            else:
+                turn.cancel()
+                self._waiters.remove(turn)
+            raise
+
+    def _leave(self) -> None:
+        """Hand the slot to the next waiter, or free it."""
+        while self._waiters:
+            turn = self._waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot moves to it: inflight unchanged
+                return
+        self.inflight -= 1
+
+    def _full(self, wait_s: float) -> Unavailable:
+        return Unavailable(
+            f"engine {self.engine} is at capacity ({self.inflight} running, "
+            f"{len(self._waiters)} waiting); retry in {math.ceil(wait_s)} s",
+            retry_after_s=max(1.0, wait_s),
+        )
+
+
+class Admission:
+    """The admission queues of every engine."""
+
+    def __init__(self, queues: dict[str, EngineQueue]) -> None:
+        self.queues = queues
+
+    def admit(self, engine: str) -> contextlib.AbstractAsyncContextManager[None]:
+        return self.queues[engine].admit()
