@@ -114,7 +114,8 @@ class BodyLimit:
             if budget.complete:  # after the body, receive() waits for a disconnect: no timeout
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), self.pause_s)
+                async with asyncio.timeout(self.pause_s):
+                    message = await receive()
             except TimeoutError:
                 pause = RequestTimeout(f"the request body paused over {self.pause_s:g} s")
                 raise refuse(pause) from None

@@ -68,7 +68,10 @@ class EngineQueue:
         turn = asyncio.get_running_loop().create_future()
         self._waiters.append(turn)
         try:
-            await asyncio.wait_for(asyncio.shield(turn), self.max_wait_s)
+            # Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that arrives
+            # as the slot is handed over, and the request would then hold the slot forever.
+            async with asyncio.timeout(self.max_wait_s):
+                await asyncio.shield(turn)
         except TimeoutError:
             if turn.done():
                 return  # handed the slot just as the wait ran out: take it

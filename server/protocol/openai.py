@@ -234,6 +234,7 @@ PROMPT_SHAPES = (
     "prompt must be a string, or a non-empty list of strings, of token ids (integers >= 0), "
     "or of non-empty token-id lists"
 )
+CONTENT_SHAPES = "content must be a string, a list of content parts, or null"
 _TYPE_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
@@ -261,16 +262,25 @@ def parse_request(kind: Kind, raw: bytes) -> OpenAIRequest:
 
 
 def _invalid(exc: ValidationError) -> InvalidRequest:
-    first = exc.errors()[0]
-    if first["type"] == "json_invalid":
-        return InvalidRequest(f"the body is not valid JSON: {first['ctx']['error']}")
-    parts = [
+    errors = exc.errors()
+    if errors[0]["type"] == "json_invalid":
+        return InvalidRequest(f"the body is not valid JSON: {errors[0]['ctx']['error']}")
+    # A union (prompt, content) reports one error per member: the deepest is the telling one.
+    worst = max(errors, key=lambda e: len(_path(e["loc"])))
+    parts = _path(worst["loc"])
+    param = ".".join(parts) or None
+    if parts and parts[0] == "prompt" and worst["type"] != "missing":
+        return InvalidRequest(PROMPT_SHAPES, param="prompt")
+    if len(parts) == 3 and parts[2] == "content":
+        return InvalidRequest(f"{param}: {CONTENT_SHAPES}", param=param)
+    message = str(worst["msg"]).removeprefix("Value error, ")
+    return InvalidRequest(f"{param or 'body'}: {message}", param=param)
+
+
+def _path(loc: tuple[int | str, ...]) -> list[str]:
+    """A pydantic error location without the union-member tags (`str`, `list[int]`, …)."""
+    return [
         str(p)
-        for p in first["loc"]
+        for p in loc
         if isinstance(p, int) or not ("[" in p or p in _TYPE_TAGS or p.startswith("function-"))
     ]
-    param = ".".join(parts) or None
-    if parts and parts[0] == "prompt" and first["type"] != "missing":
-        return InvalidRequest(PROMPT_SHAPES, param="prompt")
-    message = str(first["msg"]).removeprefix("Value error, ")
-    return InvalidRequest(f"{param or 'body'}: {message}", param=param)

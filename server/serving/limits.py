@@ -67,7 +67,7 @@ class Limiter:
     @contextlib.contextmanager
     def admit(self, tenant: Tenant, tokens: int = 0) -> Iterator[None]:
         """Hold one request slot for `tenant` and charge `tokens` up front; raise
-        `RateLimited` if over any limit. The charge is refunded if the body raises."""
+        `RateLimited` if over any limit. The caller settles the charge with `settle`."""
         state, now = self._for(tenant), self.clock()
         if tenant.max_concurrent is not None and state.inflight >= tenant.max_concurrent:
             raise RateLimited(
@@ -94,9 +94,6 @@ class Limiter:
         self.settle(tenant, tokens)
         try:
             yield
-        except BaseException:
-            self.settle(tenant, -tokens)  # nothing was generated for the caller
-            raise
         finally:
             state.inflight -= 1
 

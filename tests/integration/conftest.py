@@ -83,11 +83,15 @@ def gateway(
     tiny_store: AdapterStore, tmp_path: Path, sim_server: Callable[..., SimEngineServer]
 ) -> Iterator[Callable[..., tuple[GatewayServer, list[SimEngineServer]]]]:
     """Factory: n simulated engines with `slots` adapter slots each (SimConfig overrides in
-    `sim`) + a gateway in front of them over `tiny_store`."""
+    `sim`, EngineConfig overrides in `engine`) + a gateway in front of them over `tiny_store`."""
     started: list[GatewayServer] = []
 
     def start(
-        engines: int = 1, settings: dict[str, Any] | None = None, slots: int = 2, **sim: Any
+        engines: int = 1,
+        settings: dict[str, Any] | None = None,
+        slots: int = 2,
+        engine: dict[str, Any] | None = None,
+        **sim: Any,
     ) -> tuple[GatewayServer, list[SimEngineServer]]:
         sims = [
             sim_server(**{"model": "tiny-base", "max_loras": 2, "max_cpu_loras": slots, **sim})
@@ -98,7 +102,7 @@ def gateway(
             [],
             tmp_path,
             **{
-                "engines": [{"url": s.url, "max_cpu_loras": slots} for s in sims],
+                "engines": [{"url": s.url, "max_cpu_loras": slots, **(engine or {})} for s in sims],
                 "rollback_window_s": 0,
                 **(settings or {}),
             },

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from fastapi.routing import APIRoute
 import pytest
+from fastapi.routing import APIRoute
 
 from loadtest.simengine import SimEngineServer
 from server.serving.auth import actor_for

@@ -4,12 +4,15 @@ schemas, and invalid input is refused."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis import checks
 
 from loadtest.simengine import SimConfig, SimEngineServer
@@ -65,9 +68,67 @@ def test_no_server_errors_and_responses_match_the_schema(fuzz_gateway: GatewaySe
 
 
 def test_schema_documents_openai_errors(fuzz_gateway: GatewayServer) -> None:
-    import httpx
-
     spec = httpx.get(f"{fuzz_gateway.url}/openapi.json").json()
     responses = spec["paths"]["/v1/completions"]["post"]["responses"]
     assert {"200", "400", "401", "404", "413", "429", "503", "504"} <= set(responses)
     assert "text/event-stream" in responses["200"]["content"]
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+# --- hostile raw JSON: what a schema-driven fuzzer does not send ---------------------------
+
+SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.sampled_from(["10", "yes", "\ud800", "a\udfffb", "", "auto", "alpha", "alpha@v1"])
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(
+    ["model", "prompt", "messages", "max_tokens", "max_completion_tokens", "n", "best_of",
+     "stream", "stream_options", "temperature", "top_p", "logprobs", "top_logprobs",
+     "prompt_logprobs", "stop", "logit_bias", "seed", "user", "top_k", "min_p", "echo"]
+)  # fmt: skip
+
+
+def encode(body: dict[str, Any]) -> bytes:
+    """JSON with NaN/Infinity literals and lone surrogates as \\u escapes, as a client may send."""
+    return json.dumps(body, allow_nan=True, ensure_ascii=True).encode()
+
+
+def test_hostile_json_never_gets_a_5xx_and_never_breaks_the_connection(
+    fuzz_gateway: GatewayServer,
+) -> None:
+    seen: dict[int, int] = {}
+    with httpx.Client(base_url=fuzz_gateway.url, timeout=10) as client:
+
+        @given(
+            path=st.sampled_from(["/v1/completions", "/v1/chat/completions"]),
+            body=st.fixed_dictionaries(
+                {"model": st.sampled_from(["alpha", "tiny-base"])},
+                optional={"prompt": VALUES, "messages": VALUES},
+            ).flatmap(lambda base: st.dictionaries(FIELDS, VALUES, max_size=5).map(
+                lambda extra: {**base, **extra})),
+        )  # fmt: skip
+        @settings(max_examples=300, deadline=None, database=None)
+        def send(path: str, body: dict[str, Any]) -> None:
+            response = client.post(path, content=encode(body), headers=JSON_HEADERS)
+            seen[response.status_code] = seen.get(response.status_code, 0) + 1
+            assert response.status_code < 500, (body, response.text)
+            if response.status_code >= 400:
+                assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+        send()
+        valid = {"model": "alpha", "prompt": "hi", "max_tokens": 2}
+        assert client.post("/v1/completions", json=valid).status_code == 200  # same connection
+    assert seen.get(400, 0) > 100, seen

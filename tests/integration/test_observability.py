@@ -134,10 +134,10 @@ class Traffic:
                 self.codes[r.status_code] = self.codes.get(r.status_code, 0) + 1
 
 
-
 def metrics_target(gw: GatewayServer) -> str:
     """host:port of the gateway's metrics listener, for a Prometheus scrape config."""
     return gw.metrics_url.removeprefix("http://").removesuffix("/metrics")
+
 
 def alternate(url: str, models: list[str], seconds: float, until: Callable[[], bool]) -> int:
     """One request at a time, cycling through `models`, for at most `seconds` or until

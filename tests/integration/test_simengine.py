@@ -53,12 +53,13 @@ def sse_payloads(body: str) -> list[str]:
 # --- lifecycle ---
 
 
-def test_server_starts_and_stops_within_a_second() -> None:
+def test_server_starts_and_stops_without_hanging() -> None:
     started = time.monotonic()
     with SimEngineServer(SimConfig()) as sim:
         assert httpx.get(f"{sim.url}/health").status_code == 200
         assert httpx.get(f"{sim.url}/version").json() == {"version": "0.32.0"}
-    assert time.monotonic() - started < 1.0
+    # A hang guard, not a performance claim: it takes well under a second on an idle machine.
+    assert time.monotonic() - started < 15.0
 
 
 def test_stopping_with_an_open_stream_ends_it_quickly() -> None:

@@ -219,3 +219,101 @@ def test_logs_carry_request_ids_but_no_keys_or_prompts(
         "status": 200,
     }.items() <= served[0].items()
     assert served[1]["adapter"] == "beta" and len(served[1]["request_id"]) == 32  # generated
+
+
+def chat(gw: GatewayServer, tenant: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{gw.url}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "hi"}], **body},
+        headers={"Authorization": f"Bearer {KEYS[tenant]}"},
+        timeout=10,
+    )
+
+
+@pytest.mark.parametrize(
+    ("chat_api", "body", "param"),
+    [
+        (True, {"max_completion_tokens": 500}, "max_completion_tokens"),
+        (True, {"max_tokens": 9}, "max_tokens"),
+        (False, {"n": 1000}, "n"),
+        (False, {"best_of": 5}, "best_of"),
+        (False, {"prompt": ["a", "b", "c"], "n": 2}, "n"),  # 6 completions
+        (True, {"n": 5}, "n"),
+        (False, {"logprobs": 6}, "logprobs"),
+        (True, {"logprobs": True, "top_logprobs": 6}, "top_logprobs"),
+        (False, {"prompt_logprobs": -1}, "prompt_logprobs"),  # the whole vocabulary
+        (False, {"prompt": list(range(101))}, "prompt"),  # token ids count as tokens
+        (False, {"prompt": [list(range(60)), list(range(60))]}, "prompt"),
+    ],
+)
+def test_every_field_that_buys_tokens_is_capped(
+    secured: Callable[..., GatewayServer], chat_api: bool, body: dict[str, Any], param: str
+) -> None:
+    gw = secured(max_n=4, max_logprobs=5, max_prompt_tokens=100)
+    answer = chat(gw, "bank", body) if chat_api else call(gw, "bank", body)
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["error"]["param"] == param
+    assert "limit" in answer.json()["error"]["message"]
+
+
+def test_chat_without_max_tokens_gets_the_cap(secured: Callable[..., GatewayServer]) -> None:
+    gw = secured()
+    answer = chat(gw, "bank", {"model": "gamma"})
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] <= 8
+
+
+def test_tokens_are_charged_before_the_call_not_after(
+    secured: Callable[..., GatewayServer],
+) -> None:
+    gw = secured(rate_limit={"tokens_per_min": 5})  # one 8-token request overdraws it
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            f"{gw.url}/v1/completions",
+            json={"model": "gamma", "prompt": "x", "max_tokens": 8, "stream": True},
+            headers={"Authorization": f"Bearer {KEYS['bank']}"},
+        ) as held,
+    ):
+        chunks = held.iter_bytes()  # kept: a dropped iterator would close the stream
+        next(chunks)  # in flight: nothing reported by the engine yet
+        refused = call(gw, "bank", {})
+    assert refused.status_code == 429, refused.text
+    assert "tokens per minute" in refused.json()["error"]["message"]
+
+
+def test_metrics_are_not_served_to_callers_of_the_api_port(
+    secured: Callable[..., GatewayServer],
+) -> None:
+    gw = secured()
+    for headers in ({}, {"Authorization": f"Bearer {KEYS['retail']}"}):
+        hidden = httpx.get(f"{gw.url}/metrics", headers=headers)
+        assert hidden.status_code in (401, 403) and "gamma" not in hidden.text
+    scraped = httpx.get(gw.metrics_url).text  # the metrics listener, for Prometheus
+    assert "loragate_requests_total" in scraped
+    schema = httpx.get(f"{gw.url}/openapi.json").text
+    assert "/admin" not in schema
+
+
+def test_a_busy_slot_answer_names_no_other_tenants_adapter(gateway: Start, tmp_path: Path) -> None:
+    path = tenants_file(tmp_path / "tenants.yaml", max_tokens=400)
+    gw, _ = gateway(
+        settings={"tenants_file": path, "load_wait_timeout_s": 0.3},
+        slots=1,
+        max_loras=1,
+        token_ms=20,
+    )
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream(
+            "POST",
+            f"{gw.url}/v1/completions",
+            json={"model": "alpha", "prompt": "x", "max_tokens": 100, "stream": True},
+            headers={"Authorization": f"Bearer {KEYS['retail']}"},
+        ) as held,
+    ):
+        chunks = held.iter_bytes()  # kept: a dropped iterator would close the stream
+        next(chunks)  # retail's alpha holds the only slot
+        busy = call(gw, "bank", {"model": "gamma"})
+    assert busy.status_code == 503, busy.text
+    assert "alpha" not in busy.text and "gamma" in busy.text

@@ -275,3 +275,16 @@ def test_register_in_place_validates_where_it_is(store: AdapterStore, tmp_path: 
     ]
     with pytest.raises(NotFound):
         store.register_in_place("s", "v9", actor="admin:x")
+
+
+def test_temp_files_of_a_killed_writer_are_removed_by_the_next_write(
+    store: AdapterStore, tmp_path: Path
+) -> None:
+    add_version(store, tmp_path, "s", "v1")
+    left = [store.root / "s" / f".channels.json.tmp-{i}" for i in ("abc", "def")]
+    for path in left:
+        path.write_text('{"stable": "v1"')  # kill -9 between the write and the rename
+    other = store.root / "s" / ".editor-swap-file"
+    other.write_text("not ours")
+    store.update_channels("s", lambda c: Channels(stable="v1"), actor="a", action="promote")
+    assert not any(p.exists() for p in left) and other.exists()

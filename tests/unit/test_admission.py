@@ -1,0 +1,94 @@
+"""The per-engine admission queue: a bounded FIFO that refuses early, with a Retry-After
+computed from the queue, and never loses or leaks a slot (cancellations, timeouts)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from server.engines.admission import EngineQueue
+from server.errors import Unavailable
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def hold(queue: EngineQueue, release: asyncio.Event, log: list[str], name: str) -> None:
+    async with queue.admit():
+        log.append(name)
+        await release.wait()
+
+
+async def test_past_the_limit_requests_wait_in_order_then_past_the_queue_are_refused() -> None:
+    queue = EngineQueue("e0", limit=2, max_queue=2, max_wait_s=5)
+    release, log = asyncio.Event(), list[str]()
+    tasks = [asyncio.create_task(hold(queue, release, log, f"r{i}")) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert log == ["r0", "r1"] and queue.waiting == 2
+    with pytest.raises(Unavailable) as refused:
+        async with queue.admit():
+            pass
+    assert refused.value.status == 503 and refused.value.retry_after_s is not None
+    release.set()
+    await asyncio.gather(*tasks)
+    assert log == ["r0", "r1", "r2", "r3"] and queue.inflight == 0 and queue.waiting == 0
+
+
+async def test_a_request_that_would_wait_too_long_is_refused_at_once_with_retry_after() -> None:
+    clock = Clock()
+    queue = EngineQueue("e0", limit=1, max_queue=100, max_wait_s=3, clock=clock)
+    async with queue.admit():  # teach it that a request takes 2 s
+        clock.now += 2
+    release, log = asyncio.Event(), list[str]()
+    running = asyncio.create_task(hold(queue, release, log, "r0"))
+    waiting = asyncio.create_task(hold(queue, release, log, "r1"))  # expected wait 2 s: queued
+    await asyncio.sleep(0.01)
+    assert queue.waiting == 1
+    with pytest.raises(Unavailable) as refused:  # expected wait 4 s > 3 s: refused now
+        async with queue.admit():
+            pass
+    assert refused.value.retry_after_s == pytest.approx(4.0)
+    release.set()
+    await asyncio.gather(running, waiting)
+
+
+async def test_a_waiter_that_times_out_or_is_cancelled_gives_its_place_back() -> None:
+    queue = EngineQueue("e0", limit=1, max_queue=5, max_wait_s=0.05)
+    release, log = asyncio.Event(), list[str]()
+    running = asyncio.create_task(hold(queue, release, log, "r0"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable):
+        async with queue.admit():  # waits 50 ms, then gives up
+            pass
+    assert queue.waiting == 0
+    cancelled = asyncio.create_task(hold(queue, release, log, "gone"))
+    await asyncio.sleep(0.01)
+    cancelled.cancel()
+    await asyncio.gather(cancelled, return_exceptions=True)
+    assert queue.waiting == 0
+    release.set()
+    await running
+    assert queue.inflight == 0 and log == ["r0"]
+    async with queue.admit():
+        assert queue.inflight == 1
+
+
+async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
+    queue = EngineQueue("e0", limit=1, max_queue=5, max_wait_s=5)
+    release, log = asyncio.Event(), list[str]()
+    running = asyncio.create_task(hold(queue, release, log, "r0"))
+    await asyncio.sleep(0.01)
+    doomed = asyncio.create_task(hold(queue, asyncio.Event(), log, "doomed"))
+    survivor = asyncio.create_task(hold(queue, release, log, "r2"))
+    await asyncio.sleep(0.01)
+    release.set()  # r0 leaves and hands its slot to `doomed` ...
+    await running
+    doomed.cancel()  # ... which is cancelled before it runs: the slot goes on to r2
+    await asyncio.gather(doomed, survivor, return_exceptions=True)
+    assert "r2" in log and queue.inflight == 0 and queue.waiting == 0
