@@ -29,7 +29,8 @@ def images() -> None:
 @pytest.fixture(scope="session")
 def demo_store_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The repository's demo store (adapters/, base demo-base: the base the deployment files
-    serve) as a tarball owned by the gateway's user, as the store volume holds it."""
+    serve) as a tarball owned by the gateway's user, as the store volume holds it (Kubernetes:
+    fsGroup 10001 makes the volume the gateway's; podman ignores fsGroup)."""
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
         if info.name.endswith(".lock"):
@@ -40,6 +41,8 @@ def demo_store_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("store") / "adapters.tar"
     with tarfile.open(path, "w") as tar:
+        # The volume's root too: the gateway writes channels.json, audit.jsonl and uploads.
+        tar.add(REPO / "adapters", arcname=".", recursive=False, filter=owned)
         for child in sorted((REPO / "adapters").iterdir()):
             tar.add(child, arcname=child.name, filter=owned)
     return path

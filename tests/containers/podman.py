@@ -78,8 +78,9 @@ def build_images() -> float:
 
 
 def inspect(name: str, kind: str = "container") -> dict[str, Any]:
-    data: list[dict[str, Any]] = json.loads(podman(kind, "inspect", name).stdout)
-    return data[0]
+    data = json.loads(podman(kind, "inspect", name).stdout)
+    found: dict[str, Any] = data[0] if isinstance(data, list) else data  # pods: one object
+    return found
 
 
 def ip_address(container: str, network: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,9 +13,11 @@ import httpx
 PROMPT = "The battery died after a day."
 
 
-def complete(base_url: str, model: str = "sentiment", max_tokens: int = 4) -> httpx.Response:
+def complete(
+    base_url: str, model: str = "sentiment", max_tokens: int = 4, timeout: float = 30.0
+) -> httpx.Response:
     body = {"model": model, "prompt": PROMPT, "max_tokens": max_tokens}
-    return httpx.post(f"{base_url}/v1/completions", json=body, timeout=30.0)
+    return httpx.post(f"{base_url}/v1/completions", json=body, timeout=timeout)
 
 
 @dataclass
@@ -68,3 +71,66 @@ class Stream:
             and not any("error" in c for c in chunks)
             and any(reasons)
         )
+
+
+@dataclass(frozen=True)
+class Sent:
+    at: float  # time.monotonic() when the request was sent
+    endpoint: str
+    status: int | None  # None: refused, reset or timed out
+
+
+class ServiceTraffic:
+    """Completions through a Service as kube-proxy routes them: round-robin over the endpoints
+    whose readiness probe passes (probed every `period` seconds), one request at a time, no
+    retries. `sent` records every request."""
+
+    MODELS = ("sentiment", "qa", "summarize")
+
+    def __init__(self, endpoints: dict[str, str], readiness: dict[str, str], period: float = 0.25):
+        self.endpoints, self.readiness, self.period = endpoints, readiness, period
+        self.sent: list[Sent] = []
+        self._ready: list[str] = list(endpoints)
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._probe, daemon=True),
+                         threading.Thread(target=self._send, daemon=True)]  # fmt: skip
+
+    def __enter__(self) -> ServiceTraffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=30)
+
+    def _probe(self) -> None:
+        while not self._stop.wait(self.period):
+            ready = []
+            for name, url in self.readiness.items():
+                try:
+                    if httpx.get(url, timeout=1.0).status_code < 400:
+                        ready.append(name)
+                except httpx.HTTPError:
+                    pass
+            self._ready = ready
+
+    def _send(self) -> None:
+        turn = 0
+        while not self._stop.is_set():
+            ready = self._ready
+            if not ready:
+                self._stop.wait(0.05)
+                continue
+            name = ready[turn % len(ready)]
+            model = self.MODELS[turn % len(self.MODELS)]
+            turn += 1
+            at = time.monotonic()
+            try:
+                status: int | None = complete(
+                    self.endpoints[name], model, 2, timeout=5.0
+                ).status_code
+            except httpx.HTTPError:
+                status = None
+            self.sent.append(Sent(at, name, status))
