@@ -4,8 +4,8 @@
 #   scripts/install_podman.sh [VENV]
 #
 # Debian's podman (rootful) with runc, netavark + aardvark-dns (containers on a network find
-# each other by name and alias, as Services do), catatonit (the pause process of pods, for
-# `podman kube play`) and debootstrap (scripts/build_images.sh makes the base image with it:
+# each other by name and alias, as Services do; netavark runs iptables, which its package does
+# not declare), catatonit (the pause process of pods, for `podman kube play`) and debootstrap (scripts/build_images.sh makes the base image with it:
 # no registry can be reached here). podman-compose comes from PyPI into VENV (default .venv):
 # Debian's 1.0.3 predates compose profiles.
 #
@@ -18,7 +18,7 @@
 set -euo pipefail
 
 VENV=${1:-.venv}
-PACKAGES=(podman runc conmon catatonit netavark aardvark-dns debootstrap)
+PACKAGES=(podman runc conmon catatonit netavark aardvark-dns iptables debootstrap)
 CONF=/etc/containers/containers.conf.d/90-loragate.conf
 
 SUDO=()
