@@ -25,7 +25,7 @@ LOCAL_BASE=localhost/loragate-base:bookworm-py311
 GATEWAY_IMAGE=${GATEWAY_IMAGE:-loragate-gateway:local}
 SIM_IMAGE=${SIM_IMAGE:-loragate-sim:local}
 
-log() { echo "build_images: $*" >&2; }
+log() { echo "build_images: [${SECONDS}s] $*" >&2; }
 
 debian_mirror() {
     # The first Debian mirror in the host's apt sources (deb822 or one-line format).
