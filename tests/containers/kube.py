@@ -207,11 +207,12 @@ def _pod(
     k8s_pod = f"{name}-{replica}"
     deployment = f"{prefix}-{k8s_pod}"
     template = copy.deepcopy(doc["spec"]["template"])
-    original = tuple(copy.deepcopy(template["spec"]["containers"]))
+    spec = template["spec"]
+    original = tuple(copy.deepcopy(spec["containers"]))
     aliases = _aliases(services, template, namespace, k8s_pod,
                        doc["spec"].get("serviceName") if stateful else None)  # fmt: skip
-    refs = _rename_volumes(template["spec"], prefix, deployment)
-    for container in template["spec"]["containers"]:
+    refs = _rename_volumes(spec, prefix, deployment)
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
         refs |= _render_container(container, prefix, sim_extra)
     documents: list[Doc] = [{
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -266,7 +267,7 @@ def _rename_volumes(spec: Doc, prefix: str, deployment: str) -> set[str]:
         if "emptyDir" in volume:
             renamed[volume["name"]] = f"{deployment}-{volume['name']}"
             volume["name"] = renamed[volume["name"]]
-    for container in spec["containers"]:
+    for container in [*spec.get("initContainers", []), *spec["containers"]]:
         for mount in container.get("volumeMounts", []):
             mount["name"] = renamed.get(mount["name"], mount["name"])
     return config_maps

@@ -135,6 +135,18 @@ def test_render_names_statefulset_pods_under_their_headless_service() -> None:
     assert "vllm-1.vllm.loragate.svc.cluster.local" in engines[1].aliases
 
 
+def test_render_swaps_init_containers_images_too() -> None:
+    docs = copy.deepcopy(DOCS)
+    spec = next(d for d in docs if d["metadata"]["name"] == "loragate-gateway")["spec"]
+    seed = {"name": "seed", "image": "loragate-gateway:local", "args": ["adapters", "list"],
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}]}  # fmt: skip
+    spec["template"]["spec"]["initContainers"] = [seed]
+    (gateway,) = kube.render(docs, "p").pods_of("loragate-gateway")
+    (init,) = gateway.documents[0]["spec"]["template"]["spec"]["initContainers"]
+    assert init["image"] == GATEWAY_IMAGE
+    assert init["volumeMounts"] == [{"name": "p-loragate-gateway-0-tmp", "mountPath": "/tmp"}]
+
+
 def test_render_refuses_what_it_cannot_play_faithfully() -> None:
     docs = copy.deepcopy(DOCS)
     service = next(d for d in docs if d["kind"] == "Service")
