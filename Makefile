@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: dev engine prometheus serve demo-reset test test-slow test-all check lint bench clean
+.PHONY: dev engine prometheus podman images serve demo-reset test test-slow test-all check lint bench clean
 
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,19 @@ test: dev
 prometheus:
 	bash scripts/install_prometheus.sh
 
-# The slow and end-to-end suites: real Prometheus, real vLLM engine with the demo model.
-test-slow: engine prometheus
+# podman (runc, netavark, debootstrap) and podman-compose for the image, compose and
+# Kubernetes tests (tests/containers; they build the images with scripts/build_images.sh).
+podman: dev
+	bash scripts/install_podman.sh $(VENV)
+
+# The gateway and simulated-engine images (a local Debian base the first time, ~1 min; then
+# seconds). The container tests rebuild them too, from the layer cache.
+images: podman
+	bash scripts/build_images.sh
+
+# The slow and end-to-end suites: real Prometheus, real vLLM engine with the demo model, the
+# images, compose file and Kubernetes manifests run with podman.
+test-slow: engine prometheus images
 	$(PY) -m pytest -m 'slow or e2e'
 
 # Everything CI runs.
