@@ -55,7 +55,10 @@ async def _serve_one(
         reply = handler(Request(method, path, body))
         if reply.hang:
             await asyncio.sleep(3600)
-        status = f"HTTP/1.1 {reply.status} X\r\ncontent-type: {reply.content_type}\r\n"
+        status = (
+            f"HTTP/1.1 {reply.status} X\r\ncontent-type: {reply.content_type}\r\n"
+            "connection: close\r\n"  # one request per connection
+        )
         if not reply.chunks:
             writer.write(f"{status}content-length: {len(reply.body)}\r\n\r\n".encode())
             writer.write(reply.body)

@@ -1,21 +1,25 @@
 """Async client for one vLLM OpenAI-compatible server.
 
-One shared `httpx.AsyncClient` per engine, a timeout on every call, and engine failures
-mapped to loragate's errors: connection refused → `Unavailable`, timeout → `UpstreamTimeout`,
-4xx on a generation call → `InvalidRequest` with the engine's message, anything else →
-`UpstreamError`. The shapes follow vLLM's `entrypoints/openai` (load/unload answer plain text
-on success and `ErrorResponse` JSON on failure).
+One aiohttp session (a pooled set of keep-alive connections) per engine, a timeout on every
+call, and engine failures mapped to loragate's errors: connection refused → `Unavailable`,
+timeout → `UpstreamTimeout`, 4xx on a generation call → `InvalidRequest` with the engine's
+message, anything else → `UpstreamError`. The shapes follow vLLM's `entrypoints/openai`
+(load/unload answer plain text on success and `ErrorResponse` JSON on failure).
+
+aiohttp rather than httpx: on the hot path httpx, httpcore and anyio cost about 2.5 ms of
+CPU per proxied request here, aiohttp about a third of that (see loadtest/bench_overhead.py).
+Bodies are encoded and decoded with orjson.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import httpx
+import aiohttp
+import orjson
 
 from server.errors import (
     AdapterLoadFailed,
@@ -53,6 +57,9 @@ class EngineClient(Protocol):
     async def aclose(self) -> None: ...
 
 
+KEEPALIVE_S = 4.0
+
+
 class HttpEngineClient:
     """`EngineClient` over HTTP to a vLLM server (or the simulated engine)."""
 
@@ -65,138 +72,180 @@ class HttpEngineClient:
         request_timeout_s: float = 300.0,
         load_timeout_s: float = 60.0,
         probe_timeout_s: float = 10.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 256,
     ) -> None:
         self.name = name
         self.url = url.rstrip("/")
-        self._load_timeout = httpx.Timeout(load_timeout_s, connect=connect_timeout_s)
-        self._short_timeout = httpx.Timeout(probe_timeout_s, connect=connect_timeout_s)
-        self._client = httpx.AsyncClient(
-            base_url=self.url,
-            timeout=httpx.Timeout(request_timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-            transport=transport,
+        # Generation: a bound per read (an engine that stalls), not on the whole answer,
+        # which may stream for minutes.
+        self._timeout = aiohttp.ClientTimeout(
+            connect=connect_timeout_s, sock_read=request_timeout_s
         )
+        self._load_timeout = aiohttp.ClientTimeout(total=load_timeout_s, connect=connect_timeout_s)
+        self._probe_timeout = aiohttp.ClientTimeout(
+            total=probe_timeout_s, connect=connect_timeout_s
+        )
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        """The session, made on first use (aiohttp wants a running event loop)."""
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                ttl_dns_cache=60,
+                # Under the engine's own idle timeout (vLLM/uvicorn: 5 s), so a pooled
+                # connection is never reused just as the engine closes it.
+                keepalive_timeout=KEEPALIVE_S,
+            )
+            self._session = aiohttp.ClientSession(
+                self.url, connector=connector, timeout=self._timeout, auto_decompress=False
+            )
+        return self._session
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        if self._session is not None:
+            await self._session.close()
 
-    @contextlib.contextmanager
-    def _transport_errors(self, path: str, started: bool = False) -> Iterator[None]:
-        """Transport failures as loragate errors: before any byte of the answer, a timeout is
-        `UpstreamTimeout` and an unreachable engine `Unavailable`; once a stream `started`, a
-        stall is `UpstreamTimeout` and a broken connection `UpstreamError`."""
+    @contextlib.asynccontextmanager
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeouts: aiohttp.ClientTimeout | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The engine's response, headers read; transport failures before that are
+        `UpstreamTimeout` (no answer in time) or `Unavailable` (unreachable)."""
+        data = orjson.dumps(body) if body is not None else None
+        headers = {"Content-Type": "application/json"} if data is not None else None
         try:
-            yield
-        except httpx.TimeoutException:
-            what = "stalled mid-stream" if started else f"did not answer {path} in time"
-            raise UpstreamTimeout(f"engine {self.name} {what}") from None
-        except httpx.TransportError as exc:
-            if started:
-                raise UpstreamError(f"engine {self.name} broke the stream: {exc!r}") from None
+            response = await self._http().request(
+                method, path, data=data, headers=headers, timeout=timeouts or self._timeout
+            )
+        except (TimeoutError, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(f"engine {self.name} did not answer {path} in time") from None
+        except aiohttp.ClientError as exc:
             raise Unavailable(
                 f"engine {self.name} is unreachable: {type(exc).__name__}", retry_after_s=5
             ) from None
+        try:
+            yield response
+        finally:
+            response.release()
 
-    async def _send(
-        self, method: str, path: str, *, stream: bool = False, **kwargs: Any
-    ) -> httpx.Response:
-        request = self._client.build_request(method, path, **kwargs)
-        with self._transport_errors(path):
-            return await self._client.send(request, stream=stream)
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        timeouts: aiohttp.ClientTimeout | None = None,
+    ) -> Answer:
+        """A whole (non-streamed) answer."""
+        async with self._request(method, path, body, timeouts) as response:
+            try:
+                data = await response.read()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout(f"engine {self.name} did not answer {path} in time") from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"engine {self.name} broke its answer: {exc!r}") from None
+            return Answer(response.status, data)
 
     async def health(self) -> bool:
         try:
-            response = await self._send("GET", "/health", timeout=self._short_timeout)
+            answer = await self._call("GET", "/health", timeouts=self._probe_timeout)
         except LoragateError:
             return False
-        return response.status_code == 200
+        return answer.status == 200
 
     async def models(self) -> list[EngineModel]:
-        response = await self._send("GET", "/v1/models", timeout=self._short_timeout)
-        _raise_for(response, self.name, UpstreamError)
-        return [
-            EngineModel(m["id"], m.get("parent"), m.get("root")) for m in response.json()["data"]
-        ]
+        answer = await self._call("GET", "/v1/models", timeouts=self._probe_timeout)
+        answer.raise_for(self.name, UpstreamError)
+        return [EngineModel(m["id"], m.get("parent"), m.get("root")) for m in answer.json()["data"]]
 
     async def load_lora(self, lora_name: str, lora_path: str) -> None:
         """Raise `AdapterLoadFailed` with the engine's message if it refuses."""
         body = {"lora_name": lora_name, "lora_path": lora_path}
-        response = await self._send(
-            "POST", "/v1/load_lora_adapter", json=body, timeout=self._load_timeout
-        )
-        _raise_for(response, self.name, AdapterLoadFailed)
+        answer = await self._call("POST", "/v1/load_lora_adapter", body, self._load_timeout)
+        answer.raise_for(self.name, AdapterLoadFailed)
 
     async def unload_lora(self, lora_name: str) -> None:
         """Raise `NotFound` if the engine does not hold it, `UpstreamError` otherwise."""
-        response = await self._send(
-            "POST",
-            "/v1/unload_lora_adapter",
-            json={"lora_name": lora_name},
-            timeout=self._load_timeout,
-        )
-        if response.status_code == 404:
+        body = {"lora_name": lora_name}
+        answer = await self._call("POST", "/v1/unload_lora_adapter", body, self._load_timeout)
+        if answer.status == 404:
             raise NotFound(f"engine {self.name} does not hold {lora_name}")
-        _raise_for(response, self.name, UpstreamError)
+        answer.raise_for(self.name, UpstreamError)
 
     async def generate(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = await self._send("POST", path, json=body)
-        _raise_generation_error(response, self.name)
+        answer = await self._call("POST", path, body)
+        answer.raise_for_generation(self.name)
         try:
-            result: dict[str, Any] = response.json()
+            result = answer.json()
         except ValueError:
-            raise UpstreamError(
-                f"engine {self.name} answered {path} with a body that is not JSON"
-            ) from None
+            result = None
+        if not isinstance(result, dict):
+            raise UpstreamError(f"engine {self.name} answered {path} with a body that is not "
+                                "a JSON object")  # fmt: skip
         return result
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncGenerator[bytes, None]:
         """Yield the engine's SSE body chunk by chunk. Errors before the first byte raise."""
-        response = await self._send("POST", path, stream=True, json=body)
-        try:
-            with self._transport_errors(path, started=True):
-                if response.status_code != 200:
-                    await response.aread()
-                    _raise_generation_error(response, self.name)
-                async for chunk in response.aiter_bytes():
+        async with self._request("POST", path, body) as response:
+            if response.status != 200:
+                Answer(response.status, await response.read()).raise_for_generation(self.name)
+            try:
+                async for chunk in response.content.iter_any():
                     yield chunk
-        finally:
-            await response.aclose()
+            except (TimeoutError, aiohttp.ServerTimeoutError):
+                raise UpstreamTimeout(f"engine {self.name} stalled mid-stream") from None
+            except aiohttp.ClientError as exc:
+                raise UpstreamError(f"engine {self.name} broke the stream: {exc!r}") from None
 
     async def metrics_text(self) -> str:
-        response = await self._send("GET", "/metrics", timeout=self._short_timeout)
-        _raise_for(response, self.name, UpstreamError)
-        return response.text
+        answer = await self._call("GET", "/metrics", timeouts=self._probe_timeout)
+        answer.raise_for(self.name, UpstreamError)
+        return answer.body.decode(errors="replace")
 
 
-def engine_message(response: httpx.Response) -> str:
-    """The engine's error message: vLLM's `{"error": {"message"}}`, `{"message"}`, or text."""
-    try:
-        data = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return response.text[:500]
-    if isinstance(data, dict):
-        inner = data.get("error", data)
-        if isinstance(inner, dict) and "message" in inner:
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-    return response.text[:500]
+@dataclass(frozen=True)
+class Answer:
+    """A whole answer of the engine."""
 
+    status: int
+    body: bytes
 
-def _raise_for(response: httpx.Response, engine: str, error: type[LoragateError]) -> None:
-    if response.status_code >= 400:
-        raise error(f"engine {engine} answered {response.status_code}: {engine_message(response)}")
+    def json(self) -> Any:
+        """The body as JSON; raises `ValueError`."""
+        return orjson.loads(self.body)
 
+    def message(self) -> str:
+        """The engine's error message: vLLM's `{"error": {"message"}}`, `{"message"}`, text."""
+        try:
+            data = self.json()
+        except ValueError:
+            return self.body[:500].decode(errors="replace")
+        if isinstance(data, dict):
+            inner = data.get("error", data)
+            if isinstance(inner, dict) and "message" in inner:
+                return str(inner["message"])
+            if isinstance(inner, str):
+                return inner
+        return self.body[:500].decode(errors="replace")
 
-def _raise_generation_error(response: httpx.Response, engine: str) -> None:
-    status = response.status_code
-    if status < 400:
-        return
-    message = engine_message(response)
-    if status == 404:
-        # The adapter vanished from the engine between acquire and forward (engine restart).
-        raise Unavailable(f"engine {engine} no longer holds the model: {message}", retry_after_s=1)
-    if status in (400, 422):
-        raise InvalidRequest(message)
-    raise UpstreamError(f"engine {engine} answered {status}: {message}")
+    def raise_for(self, engine: str, error: type[LoragateError]) -> None:
+        if self.status >= 400:
+            raise error(f"engine {engine} answered {self.status}: {self.message()}")
+
+    def raise_for_generation(self, engine: str) -> None:
+        if self.status < 400:
+            return
+        message = self.message()
+        if self.status == 404:
+            # The adapter vanished from the engine between acquire and forward (restart).
+            raise Unavailable(
+                f"engine {engine} no longer holds the model: {message}", retry_after_s=1
+            )
+        if self.status in (400, 422):
+            raise InvalidRequest(message)
+        raise UpstreamError(f"engine {engine} answered {self.status}: {message}")

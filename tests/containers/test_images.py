@@ -45,6 +45,7 @@ CONFIG = {
     "engines": [{"name": "engine-0", "url": "http://engine:8000", "max_cpu_loras": 4}],
     "reconcile_interval_s": 1,
     "log_json": True,
+    "drain_delay_s": 1.0,  # SIGTERM: /readyz 503, still serving for 1 s, then close
 }
 READY_TIMEOUT_S = 60.0
 

@@ -219,12 +219,6 @@ def test_gateway_pod_deleted_under_traffic_traffic_continues(deletion: Deletion)
     assert deletion.exit_code == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#12 (hardening) builds the drain: today a gateway stops accepting at once on "
-    "SIGTERM, so a request that reaches it before its endpoint is removed is refused. When #12 "
-    "lands this XPASSes: remove the mark.",
-)
 def test_gateway_pod_deleted_serves_requests_that_arrive_before_its_endpoint_goes(
     deletion: Deletion,
 ) -> None:

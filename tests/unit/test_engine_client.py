@@ -43,7 +43,8 @@ def always(reply: Reply) -> Callable[[Request], Reply]:
         (Reply.json({"message": "gone"}, 404), Unavailable, "no longer holds"),
         (Reply.json(VLLM_ERROR, 500), UpstreamError, "answered 500: bad things"),
         (Reply(503, b"<html>overloaded</html>", "text/html"), UpstreamError, "overloaded"),
-        (Reply(200, b"not json"), UpstreamError, "not JSON"),
+        (Reply(200, b"not json"), UpstreamError, "not a JSON object"),
+        (Reply.json([1, 2]), UpstreamError, "not a JSON object"),
     ],
 )
 async def test_generation_answers_map_to_loragate_errors(
