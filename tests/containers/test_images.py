@@ -202,12 +202,6 @@ def test_sigterm_finishes_the_in_flight_stream_and_exits_0(after_sigterm: AfterS
     assert after_sigterm.exit_code == 0, after_sigterm.logs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="#12 (hardening) builds the drain: today the gateway stops accepting at once on "
-    "SIGTERM (/readyz is refused, never 503). When #12 lands this XPASSes: remove the mark "
-    "(and set its shutdown delay in CONFIG if its default is 0).",
-)
 def test_sigterm_drains_readyz_503_at_once_and_keeps_serving(after_sigterm: AfterSigterm) -> None:
     # DESIGN.md: SIGTERM -> /readyz 503 at once, keep serving for a short delay, stop
     # accepting, finish in-flight within a grace period, exit 0.
