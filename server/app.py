@@ -41,8 +41,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     app.add_middleware(
         BodyLimit, limit_bytes=settings.max_body_bytes, pause_s=settings.body_timeout_s
     )
-    app.add_middleware(RequestContext)
+    app.add_middleware(RequestContext, on_proxied=lambda s: _observe_overhead(app, s))
     return app
+
+
+def _observe_overhead(app: FastAPI, seconds: float) -> None:
+    runtime: Runtime | None = getattr(app.state, "runtime", None)
+    if runtime is not None:
+        runtime.metrics.gateway_overhead_seconds.observe(seconds)
 
 
 def _document(app: FastAPI) -> None:

@@ -169,7 +169,8 @@ class Metrics:
         )
         self.gateway_overhead_seconds = Histogram(
             "loragate_gateway_overhead_seconds",
-            "Time spent in the gateway itself (excluding waiting on the engine)",
+            "A proxied request's time in the gateway, first byte in to last byte out, minus "
+            "its waits on engines (adapter loads, admission, generation)",
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -22,6 +23,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server import logs
 from server.api.errors import json_error
 from server.errors import LoragateError, PayloadTooLarge, RequestTimeout
+from server.timing import RequestTiming
+from server.timing import current as current_timing
 
 log = logging.getLogger(__name__)
 
@@ -31,35 +34,47 @@ _BUDGET_KEY = "loragate.body_budget"
 
 class RequestContext:
     """Request id (`X-Request-Id` in, or a new one) in the log context and on the response;
-    any exception that escapes the app becomes a 500 in OpenAI's shape."""
+    the request's timing (`server.timing`): for a request that went to an engine,
+    `X-Gateway-Overhead-Ms` on the response and `on_proxied(overhead_s)` after its last
+    byte; any exception that escapes the app becomes a 500 in OpenAI's shape."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, on_proxied: Callable[[float], None] | None = None) -> None:
         self.app = app
+        self.on_proxied = on_proxied
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         rid = _request_id(scope)
-        token = logs.request_id.set(rid)
+        timing = RequestTiming()
+        tokens = logs.request_id.set(rid), current_timing.set(timing)
         started = False
 
-        async def send_with_id(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                headers = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                if timing.outside:
+                    overhead = f"{timing.overhead() * 1000:.3f}".encode()
+                    headers.append((b"x-gateway-overhead-ms", overhead))
+                message["headers"] = headers
             await send(message)
+            last = message["type"] == "http.response.body" and not message.get("more_body")
+            if last and timing.outside and self.on_proxied is not None:
+                self.on_proxied(timing.overhead())
 
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, send_with_context)
         except Exception:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not started:
                 error = LoragateError("internal error; see the gateway log")
-                await json_error(error)(scope, receive, send_with_id)
+                await json_error(error)(scope, receive, send_with_context)
         finally:
-            logs.request_id.reset(token)
+            logs.request_id.reset(tokens[0])
+            current_timing.reset(tokens[1])
 
 
 def _request_id(scope: Scope) -> str:

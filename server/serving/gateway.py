@@ -26,6 +26,8 @@ from server.serving.prepare import Caps, Cost, apply_caps, apply_template
 from server.serving.routing import Router, Target
 from server.serving.sse import DONE, SSERewriter, error_event
 from server.serving.tenants import OPEN_TENANT, Tenant
+from server.timing import RequestTiming
+from server.timing import for_request as request_timing
 
 log = logging.getLogger(__name__)
 
@@ -41,25 +43,6 @@ class StreamAnswer:
     headers: dict[str, str]
     chunks: AsyncIterator[bytes]
     close: contextlib.AsyncExitStack = field(repr=False)
-
-
-@dataclass
-class _Timing:
-    """Where a request's time went, for the overhead metric (perf_counter seconds)."""
-
-    start: float = field(default_factory=time.perf_counter)
-    outside: float = 0.0  # waiting on engines: adapter load waits + generation
-
-    @contextlib.contextmanager
-    def waiting(self) -> Any:
-        t0 = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.outside += time.perf_counter() - t0
-
-    def overhead(self) -> float:
-        return max(0.0, time.perf_counter() - self.start - self.outside)
 
 
 class Gateway:
@@ -97,7 +80,7 @@ class Gateway:
         return target, body, cost
 
     @contextlib.asynccontextmanager
-    async def _lease(self, target: Target, timing: _Timing) -> AsyncIterator[str]:
+    async def _lease(self, target: Target, timing: RequestTiming) -> AsyncIterator[str]:
         """The engine serving `target`, held for the body: the adapter resident, then one of
         the engine's admission slots. Waiting for either counts as time outside the gateway."""
         async with contextlib.AsyncExitStack() as stack:
@@ -107,14 +90,13 @@ class Gateway:
                 await stack.enter_async_context(self.admission.admit(engine))
             yield engine
 
-    def _headers(self, target: Target, engine: str, timing: _Timing) -> dict[str, str]:
+    def _headers(self, target: Target, engine: str) -> dict[str, str]:
         return {
             "X-Adapter-Version": target.engine_model,
             "X-Engine": engine,
-            "X-Gateway-Overhead-Ms": f"{timing.overhead() * 1000:.3f}",
         }
 
-    def _record(self, target: Target, code: int, timing: _Timing, tenant: str) -> None:
+    def _record(self, target: Target, code: int, timing: RequestTiming, tenant: str) -> None:
         version = target.version_label
         log.info(
             "request",
@@ -131,7 +113,6 @@ class Gateway:
         self.metrics.request_duration_seconds.labels(target.adapter_label, version).observe(
             time.perf_counter() - timing.start
         )
-        self.metrics.gateway_overhead_seconds.observe(timing.overhead())
 
     def _settle(
         self, target: Target, tenant: Tenant, charged: int, usage: dict[str, Any] | None
@@ -154,7 +135,7 @@ class Gateway:
         task: str | None = None,
     ) -> Answer:
         """A non-streaming completion or chat completion."""
-        timing = _Timing()
+        timing = request_timing()
         target, body, cost = self._prepare(kind, req, tenant, task)
         code, charged, usage = 500, 0, None
         try:
@@ -171,7 +152,7 @@ class Gateway:
             self._settle(target, tenant, charged, usage)
             self._record(target, code, timing, tenant.name)
         result["model"] = target.requested
-        return Answer(result, self._headers(target, engine, timing))
+        return Answer(result, self._headers(target, engine))
 
     async def stream(
         self,
@@ -182,7 +163,7 @@ class Gateway:
     ) -> StreamAnswer:
         """Open a streaming call. Errors before the first engine byte raise (a real HTTP status);
         later ones become an SSE error event. Closing the answer releases everything."""
-        timing = _Timing()
+        timing = request_timing()
         target, body, cost = self._prepare(kind, req, tenant, task)
         # Ask for usage (token metrics); the extra usage-only chunk is dropped again unless
         # the client asked for it too.
@@ -207,7 +188,7 @@ class Gateway:
         self.metrics.time_to_first_token_seconds.labels(target.adapter_label).observe(
             time.perf_counter() - timing.start
         )
-        headers = self._headers(target, engine, timing)
+        headers = self._headers(target, engine)
         rewriter = SSERewriter(target.requested, drop_usage_chunk=not client_wants_usage)
         chunks = self._relay(target, rewriter, first, upstream, timing, tenant, charged)
         return StreamAnswer(headers, chunks, stack)
@@ -218,7 +199,7 @@ class Gateway:
         rewriter: SSERewriter,
         first: bytes,
         upstream: AsyncIterator[bytes],
-        timing: _Timing,
+        timing: RequestTiming,
         tenant: Tenant,
         charged: int,
     ) -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ bytes however they are sent, a paused body is a 408, slow headers are cut off.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -16,12 +17,17 @@ from starlette.types import Receive, Scope, Send
 from loadtest.threaded import ThreadedServer
 from server.api.middleware import BodyLimit, RequestContext, allow_body
 from server.api.server import header_timeout_protocol
+from server.timing import for_request
 
 
 async def app(scope: Scope, receive: Receive, send: Send) -> None:
-    """`/boom` raises; `/big` lets its body be 1 MB; anything else echoes the body size."""
+    """`/boom` raises; `/big` lets its body be 1 MB; `/proxied` waits 0.3 s "on an engine";
+    anything else echoes the body size."""
     if scope["path"] == "/boom":
         raise RuntimeError("a bug nobody expected")
+    if scope["path"] == "/proxied":
+        with for_request().waiting():
+            await asyncio.sleep(0.3)
     if scope["path"] == "/big":
         allow_body(scope, 1_000_000)
     size, more = 0, True
@@ -34,11 +40,27 @@ async def app(scope: Scope, receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+OVERHEADS: list[float] = []
+
+
 @pytest.fixture
 def server() -> Iterator[ThreadedServer]:
-    wrapped = RequestContext(BodyLimit(app, limit_bytes=1000, pause_s=0.3))
+    OVERHEADS.clear()
+    inner = BodyLimit(app, limit_bytes=1000, pause_s=0.3)
+    wrapped = RequestContext(inner, on_proxied=OVERHEADS.append)
     with ThreadedServer(wrapped, http=header_timeout_protocol(0.5)) as running:
         yield running
+
+
+def test_the_gateways_own_time_excludes_waiting_on_engines(server: ThreadedServer) -> None:
+    start = time.monotonic()
+    proxied = httpx.post(f"{server.url}/proxied", content=b"x")
+    total = time.monotonic() - start
+    # Whatever the machine's speed, the 300 ms spent "on the engine" is not the gateway's.
+    assert float(proxied.headers["x-gateway-overhead-ms"]) / 1000 <= total - 0.29
+    assert len(OVERHEADS) == 1 and 0 < OVERHEADS[0] <= total - 0.29  # after the last byte
+    plain = httpx.post(f"{server.url}/echo", content=b"x")  # no engine: not a proxied request
+    assert "x-gateway-overhead-ms" not in plain.headers and len(OVERHEADS) == 1
 
 
 def test_an_unexpected_error_is_a_clean_500_and_the_connection_stays_usable(
