@@ -5,8 +5,10 @@
 Targets: the upstream directly, the gateway in front of it, and optionally another
 OpenAI-compatible proxy in front of the same upstream. The upstream is
 `loadtest.fastupstream` (answers at once, raw asyncio), so the figures are the proxies' own
-cost. Each server runs in its own process; the load generator (this process, aiohttp) runs
-rounds that alternate between the targets, at 1, 16 and 64 concurrent clients, JSON and
+cost; `--upstream sim` uses the simulated vLLM engine with zero latencies instead (it costs
+~3 ms of CPU per request itself, so there the engine is the bottleneck, as a real one is).
+Each server runs in its own process; the load generator (this process, aiohttp) runs rounds
+that alternate between the targets, at 1, 16 and 64 concurrent clients, JSON and
 streaming. Reported: client latency p50/p99 (stream: time to first token and chunks/s),
 requests/s, and CPU seconds per request of the gateway process (from /proc, over the round).
 Writes loadtest/results/overhead.json and overhead.png.
@@ -148,6 +150,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     upstream = f"http://127.0.0.1:{up_port}"
     gateway = f"http://127.0.0.1:{gw_port}"
     up_cmd = [sys.executable, "-m", "loadtest.fastupstream", "--port", str(up_port)]
+    if args.upstream == "sim":  # the simulated vLLM with no latency: the issue's setup
+        up_cmd = [sys.executable, "-m", "loadtest.simengine", "--port", str(up_port), "--model",
+                  "tiny-base", "--max-loras", "2", "--max-cpu-loras", "4", "--load-ms", "0",
+                  "--ttft-ms", "0", "--token-ms", "0"]  # fmt: skip
     out: dict[str, Any] = {"config": vars(args) | {"other": args.other}, "rounds": []}
     with tempfile.TemporaryDirectory() as tmp, server(up_cmd, f"{upstream}/health") as up:
         config = gateway_config(Path(tmp), upstream, gw_port)
@@ -238,6 +244,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000, help="per round at 16+ concurrent")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--upstream", choices=["fast", "sim"], default="fast")
     parser.add_argument("--other", default=None, help="another proxy's base URL")
     parser.add_argument("--other-model", default="alpha@v1")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
@@ -252,7 +259,7 @@ def main() -> None:
             f"cpu/req {row['cpu_ms_per_request']} ms"
         )
     plot(out, args.out.with_suffix(".png"))
-    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic.json_schema import models_json_schema
 
+from server import jsonio
 from server.api.deps import CatalogDep, GatewayDep, TaskHeader, TenantDep
 from server.api.responses import ReleasingStreamingResponse
 from server.protocol.openai import (
@@ -29,6 +30,7 @@ from server.serving.gateway import Gateway
 from server.serving.tenants import Tenant
 
 router = APIRouter(prefix="/v1", tags=["openai"])
+JSON = "application/json"
 
 
 async def _serve(
@@ -37,7 +39,7 @@ async def _serve(
     req = parse_request(kind, await request.body())
     if not req.stream:
         answer = await gateway.generate(kind, req, tenant, task)
-        return JSONResponse(answer.body, headers=answer.headers)
+        return Response(jsonio.dumps(answer.body), headers=answer.headers, media_type=JSON)
     streamed = await gateway.stream(kind, req, tenant, task)
     return ReleasingStreamingResponse(
         streamed.chunks,

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import aiohttp
-import orjson
 
+from server import jsonio
 from server.errors import (
     AdapterLoadFailed,
     InvalidRequest,
@@ -117,7 +117,7 @@ class HttpEngineClient:
     ) -> AsyncIterator[aiohttp.ClientResponse]:
         """The engine's response, headers read; transport failures before that are
         `UpstreamTimeout` (no answer in time) or `Unavailable` (unreachable)."""
-        data = orjson.dumps(body) if body is not None else None
+        data = jsonio.dumps(body) if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             response = await self._http().request(
@@ -217,7 +217,7 @@ class Answer:
 
     def json(self) -> Any:
         """The body as JSON; raises `ValueError`."""
-        return orjson.loads(self.body)
+        return jsonio.loads(self.body)
 
     def message(self) -> str:
         """The engine's error message: vLLM's `{"error": {"message"}}`, `{"message"}`, text."""

@@ -8,9 +8,9 @@ by `data: [DONE]` (what vLLM and OpenAI clients expect).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from server import jsonio
 from server.errors import LoragateError
 
 DONE = b"data: [DONE]\n\n"
@@ -50,7 +50,7 @@ class SSERewriter:
         if data == b"[DONE]":
             return data
         try:
-            payload = json.loads(data)
+            payload = jsonio.loads(data)
         except ValueError:
             return data
         if isinstance(payload, dict):
@@ -62,8 +62,8 @@ class SSERewriter:
                     return None
                 if self.drop_usage_chunk:
                     payload["usage"] = None
-        return json.dumps(payload, separators=(",", ":")).encode()
+        return jsonio.dumps(payload)
 
 
 def error_event(exc: LoragateError) -> bytes:
-    return b"data: " + json.dumps(exc.to_openai()).encode() + b"\n\n"
+    return b"data: " + jsonio.dumps(exc.to_openai()) + b"\n\n"

@@ -110,7 +110,7 @@ def test_hostile_json_never_gets_a_5xx_and_never_breaks_the_connection(
     fuzz_gateway: GatewayServer,
 ) -> None:
     seen: dict[int, int] = {}
-    with httpx.Client(base_url=fuzz_gateway.url, timeout=10) as client:
+    with httpx.Client(base_url=fuzz_gateway.url, timeout=60) as client:
 
         @given(
             path=st.sampled_from(["/v1/completions", "/v1/chat/completions"]),

@@ -25,8 +25,8 @@ def test_past_the_queue_requests_are_shed_with_retry_after_and_accepted_ones_ser
 ) -> None:
     gw, (sim,) = gateway(
         engine={"max_inflight": 2, "max_queue": 2},
-        settings={"max_queue_wait_s": 10},
-        token_ms=60,  # ~0.6 s per request
+        settings={"max_queue_wait_s": 30},
+        token_ms=300,  # ~3 s per request: all ten arrive while the first ones run
     )
     assert complete(gw.url).status_code == 200  # warm: alpha resident, service time known
     with concurrent.futures.ThreadPoolExecutor(10) as pool:
