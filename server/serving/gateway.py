@@ -205,20 +205,18 @@ class Gateway:
     ) -> AsyncIterator[bytes]:
         code, saw_done = 200, False
         try:
-            for event in rewriter.feed(first):
-                saw_done = saw_done or event.startswith(DONE)
-                yield event
-            while True:
+            chunk: bytes | None = first
+            while chunk is not None:
+                # The events of one engine read go out in one write (one syscall, not one
+                # per event); the client's SSE parser sees the same events.
+                if events := rewriter.feed(chunk):
+                    saw_done = saw_done or any(e.startswith(DONE) for e in events)
+                    yield b"".join(events)
                 with timing.waiting():
                     chunk = await anext(upstream, None)
-                if chunk is None:
-                    break
-                for event in rewriter.feed(chunk):
-                    saw_done = saw_done or event.startswith(DONE)
-                    yield event
-            for event in rewriter.flush():
-                saw_done = saw_done or event.startswith(DONE)
-                yield event
+            if events := rewriter.flush():
+                saw_done = saw_done or any(e.startswith(DONE) for e in events)
+                yield b"".join(events)
             if not saw_done:
                 raise UpstreamError("the engine ended the stream without [DONE]")
         except LoragateError as exc:
