@@ -15,7 +15,8 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── PayloadTooLarge         413  body or upload over its limit
 ├── RateLimited             429  tenant over its rate or concurrency (Retry-After)
 ├── Unavailable             503  no capacity now (Retry-After): slots busy, engine down
-│   └── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
+│   ├── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
+│   └── AdapterGone         503  engine 404: another gateway unloaded the version (retried once)
 ├── UpstreamError           502  the engine answered with an error we cannot pass on
 │   └── AdapterLoadFailed   502  the engine refused or failed to load a version
 ├── UpstreamTimeout         504  the engine did not answer in time
@@ -167,6 +168,13 @@ class VersionNotReady(Unavailable):
     directory still being copied into the store (its checksums do not match yet)."""
 
     code = "version_not_ready"
+
+
+class AdapterGone(Unavailable):
+    """Raised when an engine answers 404 for the model of a generation call: another gateway
+    replica unloaded that version (or the engine restarted) between acquire and send."""
+
+    code = "adapter_gone"
 
 
 class UpstreamError(LoragateError):

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import httpx
 
 from server.errors import (
+    AdapterGone,
     AdapterLoadFailed,
     InvalidRequest,
     LoragateError,
@@ -195,8 +196,9 @@ def _raise_generation_error(response: httpx.Response, engine: str) -> None:
         return
     message = engine_message(response)
     if status == 404:
-        # The adapter vanished from the engine between acquire and forward (engine restart).
-        raise Unavailable(f"engine {engine} no longer holds the model: {message}", retry_after_s=1)
+        # The adapter left the engine between acquire and forward: another gateway unloaded
+        # it, or the engine restarted. The gateway reloads it and retries once.
+        raise AdapterGone(f"engine {engine} no longer holds the model: {message}", retry_after_s=1)
     if status in (400, 422):
         raise InvalidRequest(message)
     raise UpstreamError(f"engine {engine} answered {status}: {message}")

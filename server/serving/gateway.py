@@ -17,7 +17,7 @@ from typing import Any
 from server import logs
 from server.engines.client import EngineClient
 from server.engines.placement import Placement
-from server.errors import LoragateError, UpstreamError
+from server.errors import AdapterGone, LoragateError, UpstreamError
 from server.metrics import Metrics
 from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
 from server.serving.limits import Limiter
@@ -150,9 +150,7 @@ class Gateway:
         code = 500
         try:
             with self.limiter.admit(tenant):
-                async with self._lease(target, timing) as engine:
-                    with timing.waiting():
-                        result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
+                engine, result = await self._generate_once_more_if_gone(kind, target, body, timing)
             code = 200
         except LoragateError as exc:
             code = exc.status
@@ -162,6 +160,47 @@ class Gateway:
         result["model"] = target.requested
         self._count_tokens(target, tenant, result.get("usage"))
         return Answer(result, self._headers(target, engine, timing))
+
+    async def _generate_once_more_if_gone(
+        self, kind: Kind, target: Target, body: dict[str, Any], timing: _Timing
+    ) -> tuple[str, dict[str, Any]]:
+        """Lease and call; if the engine answers 404 because another gateway unloaded the
+        version meanwhile (`AdapterGone`), reload it and try once more."""
+        for retry in (True, False):
+            async with self._lease(target, timing) as engine:
+                try:
+                    with timing.waiting():
+                        return engine, await self.engines[engine].generate(ENGINE_PATHS[kind], body)
+                except AdapterGone:
+                    if not retry or target.version is None:
+                        raise
+            self.placement.lost(engine, target.engine_model)
+        raise AssertionError("unreachable")
+
+    async def _open_once_more_if_gone(
+        self, kind: Kind, target: Target, body: dict[str, Any], timing: _Timing
+    ) -> tuple[contextlib.AsyncExitStack, str, AsyncIterator[bytes], bytes]:
+        """Lease, open the stream and read its first chunk (the lease and the stream are
+        held by the returned stack). `AdapterGone` before any byte: reload and try once more."""
+        for retry in (True, False):
+            stack = contextlib.AsyncExitStack()
+            try:
+                engine = await stack.enter_async_context(self._lease(target, timing))
+                upstream = await stack.enter_async_context(
+                    contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
+                )
+                with timing.waiting():
+                    first = await anext(upstream, b"")
+                return stack, engine, upstream, first
+            except AdapterGone:
+                await stack.aclose()
+                if not retry or target.version is None:
+                    raise
+                self.placement.lost(engine, target.engine_model)
+            except BaseException:
+                await stack.aclose()
+                raise
+        raise AssertionError("unreachable")
 
     async def stream(
         self,
@@ -181,12 +220,10 @@ class Gateway:
         stack = contextlib.AsyncExitStack()
         try:
             stack.enter_context(self.limiter.admit(tenant))
-            engine = await stack.enter_async_context(self._lease(target, timing))
-            upstream = await stack.enter_async_context(
-                contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
+            held, engine, upstream, first = await self._open_once_more_if_gone(
+                kind, target, body, timing
             )
-            with timing.waiting():
-                first = await anext(upstream, b"")
+            stack.push_async_exit(held)
         except LoragateError as exc:
             await stack.aclose()
             self._record(target, exc.status, timing, tenant.name)

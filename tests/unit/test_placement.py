@@ -50,8 +50,7 @@ async def test_residency_wins_over_the_home_engine(version: AdapterVersion) -> N
     placement = make(2)
     home = placement.choose("a@v1", adapter=True)
     other = "e1" if home == "e0" else "e0"
-    await placement.registry.acquire(other, version)
-    placement.registry.release(other, version)
+    placement.registry.release(await placement.registry.acquire(other, version))
     assert placement.choose("a@v1", adapter=True) == other
 
 
@@ -68,7 +67,7 @@ async def test_the_lease_holds_and_releases(version: AdapterVersion) -> None:
     placement = make(1)
     async with placement.lease("a@v1", version) as engine:
         assert engine == "e0" and placement.registry.inflight("e0") == 1
-        assert placement.registry.is_resident("e0", "a@v1")
+        assert placement.registry.holds("e0", "a@v1")
     assert placement.registry.inflight("e0") == 0
     async with placement.lease("tiny-base", None) as engine:
         assert placement.registry.inflight(engine) == 1

@@ -47,8 +47,7 @@ def resident(registry: Registry) -> list[str]:
 
 
 async def use(registry: Registry, v: AdapterVersion) -> None:
-    await registry.acquire("e0", v)
-    registry.release("e0", v)
+    registry.release(await registry.acquire("e0", v))
 
 
 async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, AdapterVersion]) -> None:
@@ -79,13 +78,13 @@ async def test_fifty_concurrent_cold_requests_share_one_load(
     engine = FakeEngine(load_s=0.05)
     registry, metrics = make(engine)
     v = versions["a@v1"]
-    await asyncio.gather(*(registry.acquire("e0", v) for _ in range(50)))
+    holds = await asyncio.gather(*(registry.acquire("e0", v) for _ in range(50)))
 
     assert engine.loads() == ["a@v1"]
     assert registry.view("e0")[0].inflight == 50
     assert sample(metrics, "loragate_inflight_requests", engine="e0") == 50
-    for _ in range(50):
-        registry.release("e0", v)
+    for hold in holds:
+        registry.release(hold)
     assert registry.view("e0")[0].inflight == 0
 
 
@@ -115,6 +114,7 @@ async def test_everything_pinned_or_busy_gives_503_with_retry_after(
         await registry.acquire("e0", versions["c@v1"])
     assert info.value.retry_after_s is not None and info.value.retry_after_s >= 1
     assert "pinned or busy" in info.value.message
+    assert "a@v1" not in info.value.message and "b@v1" not in info.value.message  # #12.4
     assert engine.loads() == ["a@v1", "b@v1"]
 
 
@@ -122,12 +122,12 @@ async def test_a_waiting_request_gets_the_slot_when_one_frees(
     versions: dict[str, AdapterVersion],
 ) -> None:
     engine = FakeEngine()
-    registry, _ = make(engine, capacity=1, wait_timeout_s=5)
-    await registry.acquire("e0", versions["a@v1"])
+    registry, _ = make(engine, capacity=1, wait_timeout_s=5, min_hold_s=60)
+    hold = await registry.acquire("e0", versions["a@v1"])
     waiter = asyncio.create_task(registry.acquire("e0", versions["b@v1"]))
     await asyncio.sleep(0.05)
     assert not waiter.done()
-    registry.release("e0", versions["a@v1"])
+    registry.release(hold)
     await asyncio.wait_for(waiter, 1)
     assert resident(registry) == ["b@v1"]
 
