@@ -26,6 +26,7 @@ class FakeEngine:
     calls: list[tuple[str, str]] = field(default_factory=list)
     healthy: bool = True
     busy: set[str] = field(default_factory=set)  # LoRAs with a request running (any gateway)
+    max_loaded: int = 0  # high-water mark of `loaded` (capacity checks)
 
     async def health(self) -> bool:
         return self.healthy
@@ -43,6 +44,7 @@ class FakeEngine:
             raise AdapterLoadFailed(f"The lora adapter '{lora_name}' has already been loaded.")
         if not self.lie_on_load:
             self.loaded[lora_name] = lora_path
+            self.max_loaded = max(self.max_loaded, len(self.loaded))
 
     async def unload_lora(self, lora_name: str) -> None:
         self.calls.append(("unload", lora_name))

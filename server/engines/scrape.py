@@ -15,6 +15,7 @@ histograms), so parsing stays well under a millisecond on the event loop.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -78,5 +79,7 @@ def _sample(line: str) -> tuple[dict[str, str], float]:
     try:
         value = float(rest.split()[0])
     except (IndexError, ValueError):
+        value = 0.0
+    if not math.isfinite(value):
         value = 0.0
     return {k: v.replace('\\"', '"') for k, v in _LABEL.findall(head)}, value

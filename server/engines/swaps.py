@@ -158,8 +158,10 @@ class Swaps:
         view = await self.residency.look(engine)  # applied to `eng` by the registry
         if not view.healthy:
             raise Unavailable(f"engine {engine} does not answer", retry_after_s=5)
-        if slot.key in view.held:
+        if slot.key in view.held:  # another gateway loaded it meanwhile: nothing to evict
             self.metrics.adapter_already_loaded.labels(engine).inc()
+            if drained is not None and drained.state is SlotState.DRAINING:
+                self.restore(engine, drained)
             return 0.0, False
         victims: list[Slot] = []
         if drained is not None:
