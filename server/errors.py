@@ -16,7 +16,8 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── RateLimited             429  tenant over its rate or concurrency (Retry-After)
 ├── Unavailable             503  no capacity now (Retry-After): slots busy, engine down
 │   ├── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
-│   └── AdapterGone         503  engine 404: another gateway unloaded the version (retried once)
+│   ├── AdapterGone         503  engine 404: another gateway unloaded the version (retried once)
+│   └── EngineUnreachable   503  the engine refused the connection: nothing sent (retried once)
 ├── UpstreamError           502  the engine answered with an error we cannot pass on
 │   └── AdapterLoadFailed   502  the engine refused or failed to load a version
 ├── UpstreamTimeout         504  the engine did not answer in time
@@ -175,6 +176,13 @@ class AdapterGone(Unavailable):
     replica unloaded that version (or the engine restarted) between acquire and send."""
 
     code = "adapter_gone"
+
+
+class EngineUnreachable(Unavailable):
+    """Raised when an engine cannot be connected to (refused, no route): nothing was sent,
+    so the gateway may send the request to another engine."""
+
+    code = "engine_unreachable"
 
 
 class UpstreamError(LoragateError):

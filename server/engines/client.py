@@ -20,6 +20,7 @@ import httpx
 from server.errors import (
     AdapterGone,
     AdapterLoadFailed,
+    EngineUnreachable,
     InvalidRequest,
     LoragateError,
     NotFound,
@@ -95,7 +96,9 @@ class HttpEngineClient:
         except httpx.TransportError as exc:
             if started:
                 raise UpstreamError(f"engine {self.name} broke the stream: {exc!r}") from None
-            raise Unavailable(
+            # Refused: nothing was sent, another engine may take it (EngineUnreachable).
+            error = EngineUnreachable if isinstance(exc, httpx.ConnectError) else Unavailable
+            raise error(
                 f"engine {self.name} is unreachable: {type(exc).__name__}", retry_after_s=5
             ) from None
 

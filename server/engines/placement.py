@@ -84,6 +84,11 @@ class Placement:
         finally:
             self.registry.release(hold)
 
+    def unreachable(self, engine: str) -> None:
+        """`engine` refused a connection: route nothing to it until its view is healthy."""
+        self.mark_down(engine)
+        self.registry.residency.kick(engine)
+
     def lost(self, engine: str, key: str) -> None:
         """`engine` answered 404 for `key` (another gateway unloaded it): forget the slot so
         the next lease loads it again."""

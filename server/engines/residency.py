@@ -46,14 +46,14 @@ class EngineView:
 
 
 async def fetch_view(client: EngineClient, epoch: int) -> EngineView:
-    """Health, listing and metrics of one engine, fetched concurrently. An engine that does
-    not answer, or answers `/health` with an error, is an unhealthy view (nothing held)."""
+    """Health and listing of one engine (concurrently), then its metrics: last, so that an
+    eviction decided on this view acts on the freshest picture of what runs there. An engine
+    that does not answer, or answers `/health` with an error, is an unhealthy view."""
     try:
-        healthy, models, metrics = await asyncio.gather(
-            client.health(), client.models(), _metrics_or_empty(client)
-        )
+        healthy, models = await asyncio.gather(client.health(), client.models())
     except LoragateError:
         return EngineView(epoch, healthy=False)
+    metrics = await _metrics_or_empty(client)
     held = frozenset(m.id for m in models if m.parent is not None)
     return EngineView(epoch, healthy, held, parse_engine_metrics(metrics))
 

@@ -17,7 +17,7 @@ from typing import Any
 from server import logs
 from server.engines.client import EngineClient
 from server.engines.placement import Placement
-from server.errors import AdapterGone, LoragateError, UpstreamError
+from server.errors import AdapterGone, EngineUnreachable, LoragateError, UpstreamError
 from server.metrics import Metrics
 from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
 from server.serving.limits import Limiter
@@ -165,23 +165,32 @@ class Gateway:
         self, kind: Kind, target: Target, body: dict[str, Any], timing: _Timing
     ) -> tuple[str, dict[str, Any]]:
         """Lease and call; if the engine answers 404 because another gateway unloaded the
-        version meanwhile (`AdapterGone`), reload it and try once more."""
+        version meanwhile (`AdapterGone`), reload it and try once more; if it refused the
+        connection (`EngineUnreachable`: it died since its last view), try another engine."""
         for retry in (True, False):
             async with self._lease(target, timing) as engine:
                 try:
                     with timing.waiting():
                         return engine, await self.engines[engine].generate(ENGINE_PATHS[kind], body)
-                except AdapterGone:
-                    if not retry or target.version is None:
+                except (AdapterGone, EngineUnreachable) as exc:
+                    if not retry or (target.version is None and isinstance(exc, AdapterGone)):
                         raise
-            self.placement.lost(engine, target.engine_model)
+                    failure = exc
+            self._failed_before_sending(engine, target, failure)
         raise AssertionError("unreachable")
+
+    def _failed_before_sending(self, engine: str, target: Target, exc: LoragateError) -> None:
+        if isinstance(exc, EngineUnreachable):
+            self.placement.unreachable(engine)
+        else:
+            self.placement.lost(engine, target.engine_model)
 
     async def _open_once_more_if_gone(
         self, kind: Kind, target: Target, body: dict[str, Any], timing: _Timing
     ) -> tuple[contextlib.AsyncExitStack, str, AsyncIterator[bytes], bytes]:
         """Lease, open the stream and read its first chunk (the lease and the stream are
-        held by the returned stack). `AdapterGone` before any byte: reload and try once more."""
+        held by the returned stack). `AdapterGone` or `EngineUnreachable` before any byte:
+        reload, or pick another engine, and try once more."""
         for retry in (True, False):
             stack = contextlib.AsyncExitStack()
             try:
@@ -192,11 +201,11 @@ class Gateway:
                 with timing.waiting():
                     first = await anext(upstream, b"")
                 return stack, engine, upstream, first
-            except AdapterGone:
+            except (AdapterGone, EngineUnreachable) as exc:
                 await stack.aclose()
-                if not retry or target.version is None:
+                if not retry or (target.version is None and isinstance(exc, AdapterGone)):
                     raise
-                self.placement.lost(engine, target.engine_model)
+                self._failed_before_sending(engine, target, exc)
             except BaseException:
                 await stack.aclose()
                 raise
