@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: dev engine prometheus serve demo-reset test test-slow test-all check lint bench clean
+.PHONY: dev engine prometheus haproxy serve demo-reset test test-slow test-all check lint bench clean
 
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,8 +42,12 @@ test: dev
 prometheus:
 	bash scripts/install_prometheus.sh
 
-# The slow and end-to-end suites: real Prometheus, real vLLM engine with the demo model.
-test-slow: engine prometheus
+# Debian's haproxy: the load balancer in front of two gateways in the slow scale-out test.
+haproxy:
+	bash scripts/install_haproxy.sh
+
+# The slow and end-to-end suites: real Prometheus, haproxy, real vLLM engine with the demo model.
+test-slow: engine prometheus haproxy
 	$(PY) -m pytest -m 'slow or e2e'
 
 # Everything CI runs.
