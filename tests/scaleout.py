@@ -74,7 +74,8 @@ class GatewayProcess:
         config.write_text(yaml.safe_dump(settings))
         self.log = (tmp / f"{name}.log").open("wb")
         code = "from server.cli.main import app; app()"
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        # Its own metrics listener port, where the gateway has one (metrics_port).
+        env = {**os.environ, "PYTHONPATH": str(REPO), "LORAGATE_METRICS_PORT": str(free_port())}
         args = ["serve", "--config", str(config), "--port", str(self.port)]
         self.process = subprocess.Popen(
             [sys.executable, "-c", code, *args], stdout=self.log, stderr=subprocess.STDOUT, env=env
