@@ -1,13 +1,14 @@
 """Placement policies: which engine serves a request. One class per policy, one interface.
 
-- `affinity` (default): an engine that holds the version, else its rendezvous-hash home,
-  with bounded load (in the spirit of "consistent hashing with bounded loads", Mirrokni et
-  al. 2018): no engine takes a request while it carries more than `load_factor` times the
-  least loaded engine's load plus `SLACK`. A hot version whose demand exceeds one engine's
-  share spills to the next engine in its rendezvous order and is loaded there too; the
-  copies converge because every gateway replica ranks the engines the same way and sees
-  the same residency. (A bound on the least, not the mean, load reacts on small fleets:
-  with two engines a mean-based bound lets one carry everything up to ~20 requests.)
+- `affinity` (default): an engine that holds the version, else its rendezvous-hash home
+  (or the next engine in that order when every slot of the home is busy), with bounded
+  load (in the spirit of "consistent hashing with bounded loads", Mirrokni et al. 2018): no
+  engine takes a request while it carries more than `load_factor` times the least loaded
+  engine's load plus `SLACK`. A hot version whose demand exceeds one engine's share spills
+  to the next engine in its rendezvous order and is loaded there too; the copies converge
+  because every gateway replica ranks the engines the same way and sees the same
+  residency. (A bound on the least, not the mean, load reacts on small fleets: with two
+  engines a mean-based bound lets one carry everything up to ~20 requests.)
 - `round_robin`: the next engine, whatever it holds (the baseline the others are measured
   against).
 - `least_loaded`: the engine with the fewest requests, whatever it holds.
@@ -33,6 +34,9 @@ class LoadView(Protocol):
 
     def load(self, engine: str) -> int: ...
     def holds(self, engine: str, key: str) -> bool: ...
+    def has_room(self, engine: str) -> bool:
+        """A load there would not wait: a free slot, or an idle one to evict."""
+        ...
 
 
 class Policy(Protocol):
@@ -67,8 +71,11 @@ class Affinity:
         holders = [e for e in engines if view.holds(e, key) and view.load(e) <= bound]
         if holders:
             return min(holders, key=view.load)
-        # The least loaded engine is always within the bound, so this always returns.
-        return next(e for e in rendezvous(key, engines) if view.load(e) <= bound)
+        # A miss: the first engine in rendezvous order within the bound, preferring one where
+        # the load need not wait for a busy slot to drain. The least loaded engine is always
+        # within the bound, so there is one.
+        fits = [e for e in rendezvous(key, engines) if view.load(e) <= bound]
+        return next((e for e in fits if view.has_room(e)), fits[0])
 
 
 class RoundRobin:

@@ -37,6 +37,8 @@ from server.store.snapshot import AdapterVersion
 
 log = logging.getLogger(__name__)
 
+WAITING_LOOK_S = 0.2  # while requests wait for a slot, the engine's view is refreshed this often
+
 
 @dataclass(eq=False)
 class Hold:
@@ -220,9 +222,11 @@ class Registry:
         """Until something changes on `engine`, a busy slot becomes drainable, or `deadline`
         (then `Unavailable`)."""
         now = self._clock()
-        wake = deadline
+        # Slots held by other gateways free up without any event here: look again soon.
+        wake = min(deadline, now + WAITING_LOOK_S)
+        self.residency.kick(engine)
         drainable = eng.next_drain_at(self._pins, self.min_hold_s)
-        if drainable is not None and now < drainable < deadline:
+        if drainable is not None and now < drainable < wake:
             wake = drainable
         if wake > now:
             eng.waiting += 1
@@ -324,6 +328,11 @@ class Registry:
         """Requests on `engine` from every gateway: ours now, the others' as last reported."""
         eng = self.engines.get(engine)
         return eng.inflight + eng.others if eng else 0
+
+    def has_room(self, engine: str) -> bool:
+        """A load on `engine` would find a free or idle slot now (as far as we know)."""
+        eng = self.engines.get(engine)
+        return eng is not None and eng.room(self._pins) > 0
 
     def holds(self, engine: str, key: str) -> bool:
         """`key` is resident on `engine` and admits requests."""

@@ -78,8 +78,9 @@ class _Tracked:
 class Residency:
     """Per engine, the latest `EngineView`; listeners hear every new one."""
 
-    def __init__(self, interval_s: float = 1.0) -> None:
+    def __init__(self, interval_s: float = 1.0, min_gap_s: float = 0.1) -> None:
         self.interval_s = interval_s
+        self.min_gap_s = min_gap_s  # kicks never make an engine's refresh more frequent
         self._engines: dict[str, _Tracked] = {}
         self._listeners: list[ViewListener] = []
 
@@ -142,6 +143,7 @@ class Residency:
                 await self.look(name)
             except Exception:
                 log.exception("engine view refresh failed", extra={"engine": name})
+            await asyncio.sleep(min(self.min_gap_s, self.interval_s))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(tracked.kicked.wait(), self.interval_s)
 

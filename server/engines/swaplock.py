@@ -29,6 +29,9 @@ from server.errors import Unavailable
 
 LOCK_DIR = ".engine-locks"
 _BACKOFF_S = (0.001, 0.002, 0.005)  # then 5 ms between attempts: flock has no queue, poll soon
+# flock is not fair: a process that releases and re-takes at once would starve the others'
+# polls. With a waiter of its own, it pauses this long (> one poll period) before handing over.
+_HANDOFF_S = 0.007
 
 
 class SwapLocks(Protocol):
@@ -43,15 +46,24 @@ class LocalSwapLocks:
 
     def __init__(self) -> None:
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._waiting: defaultdict[str, int] = defaultdict(int)
 
     @contextlib.asynccontextmanager
     async def hold(self, engine_id: str, deadline: float) -> AsyncIterator[None]:
         lock = self._locks[engine_id]
-        await _acquire_local(lock, engine_id, deadline)
+        self._waiting[engine_id] += 1
+        try:
+            await _acquire_local(lock, engine_id, deadline)
+        finally:
+            self._waiting[engine_id] -= 1
         try:
             yield
         finally:
             lock.release()
+
+    def contended(self, engine_id: str) -> bool:
+        """Another task of this process waits for `engine_id`'s lock."""
+        return self._waiting[engine_id] > 0
 
 
 class FileSwapLocks:
@@ -71,6 +83,8 @@ class FileSwapLocks:
                 yield
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
+                if self._local.contended(engine_id):
+                    await asyncio.sleep(_HANDOFF_S)  # other processes' polls get their turn
 
     async def _fd(self, engine_id: str) -> int:
         fd = self._fds.get(engine_id)

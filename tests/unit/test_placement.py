@@ -97,6 +97,11 @@ class Loads:
     def holds(self, engine: str, key: str) -> bool:
         return key in self._held.get(engine, set())
 
+    def has_room(self, engine: str) -> bool:
+        return engine not in self.full
+
+    full: set[str] = set()
+
 
 ENGINES = ["e0", "e1", "e2", "e3"]
 
@@ -121,6 +126,11 @@ def test_affinity_spills_a_hot_version_to_its_next_engine_and_bounds_load() -> N
     busier = Loads({**dict.fromkeys(ENGINES, 1), home: 7}, {home: {"hot@v1"}})
     assert Affinity(load_factor=2.0).choose("hot@v1", ENGINES, busier) == second
     assert Affinity().choose(None, ENGINES, busier) in set(ENGINES) - {home}  # base: least
+    full = Loads(dict.fromkeys(ENGINES, 0))
+    full.full = {home}  # every slot of the home busy: a miss goes where it need not wait
+    assert Affinity().choose("hot@v1", ENGINES, full) == second
+    full.full = set(ENGINES)  # busy everywhere: the home, and wait there
+    assert Affinity().choose("hot@v1", ENGINES, full) == home
 
 
 def test_round_robin_and_least_loaded_ignore_residency() -> None:

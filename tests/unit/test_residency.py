@@ -45,7 +45,7 @@ async def test_the_refresh_loop_runs_every_interval_and_on_a_kick() -> None:
     assert residency.epoch("e0") == 1  # the first refresh, at once
     engine.loaded["a@v1"] = "/p"
     residency.kick("e0")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.25)  # a kick waits min_gap_s (0.1 s) after the previous refresh
     view = residency.view("e0")
     assert residency.epoch("e0") == 2 and view is not None and view.held == {"a@v1"}
     await residency.aclose()
