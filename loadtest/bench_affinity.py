@@ -1,6 +1,7 @@
 """Benchmark: placement policies over shared engines, through gateway replicas (#13).
 
-    python -m loadtest.bench_affinity              # 4 engines x 8 slots, 200 adapters, 2 replicas
+    python -m loadtest.bench_affinity              # 4 engines x 8 slots, 200 adapters, 20 req/s
+    python -m loadtest.bench_affinity --rate 30 --out loadtest/results/affinity_30rps.json
 
 One run, the same Poisson/Zipf(1.0) arrivals for every case: `affinity`, `round_robin` and
 `least_loaded` through 2 gateway replicas, then `affinity` through 1 replica (do replicas
@@ -10,6 +11,9 @@ requests between the replicas, as a round-robin load balancer would. Measured wh
 matters: adapter loads are counted by the engines (`/sim/stats`), latency is what the client
 sees. Loads per 1,000 requests are given for the whole run and after a warm-up (engines
 start empty). Writes loadtest/results/affinity.json and affinity.png.
+
+Latencies on a shared 2-core machine move with whatever else runs there (the client, four
+engines and two gateways are seven processes); the engine-counted loads do not.
 """
 
 from __future__ import annotations
