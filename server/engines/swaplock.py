@@ -5,8 +5,11 @@ one adapter more than its capacity. There is no gateway-to-gateway protocol and 
 the replicas already share the adapter store's filesystem (channels.json is written under a
 `flock` there), so each engine gets a lock file `<store>/.engine-locks/<engine>.lock`, taken
 with a non-blocking `flock` retried with a short backoff. A gateway killed with -9 releases it
-(the kernel closes its descriptors). vLLM runs adapter loads one at a time in its engine loop
-anyway, so serializing them costs no throughput; hits never take the lock.
+(the kernel closes its descriptors), but a load it had sent may still land on the engine: the
+holder writes its pid into the file and empties it on release, so the next holder that finds
+it non-empty first waits `abandoned_grace_s` for such a call to land, then looks. vLLM runs
+adapter loads one at a time in its engine loop anyway, so serializing them costs no
+throughput; hits never take the lock.
 
 `LocalSwapLocks` is the in-process equivalent, for a single gateway without a shared store
 and for unit tests.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import re
 import time
@@ -27,7 +31,10 @@ from typing import Protocol
 
 from server.errors import Unavailable
 
+log = logging.getLogger(__name__)
+
 LOCK_DIR = ".engine-locks"
+ABANDONED_GRACE_S = 2.0  # a dead holder's engine call (a load: tens of ms to ~1 s) lands by then
 _BACKOFF_S = (0.001, 0.002, 0.005)  # then 5 ms between attempts: flock has no queue, poll soon
 # flock is not fair: a process that releases and re-takes at once would starve the others'
 # polls. With a waiter of its own, it pauses this long (> one poll period) before handing over.
@@ -69,8 +76,9 @@ class LocalSwapLocks:
 class FileSwapLocks:
     """Swap locks shared by every process that uses the same directory (the store)."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, abandoned_grace_s: float = ABANDONED_GRACE_S) -> None:
         self.directory = directory
+        self.abandoned_grace_s = abandoned_grace_s
         self._local = LocalSwapLocks()
         self._fds: dict[str, int] = {}
 
@@ -80,8 +88,12 @@ class FileSwapLocks:
             fd = await self._fd(engine_id)
             await _flock(fd, engine_id, deadline)
             try:
+                if await asyncio.to_thread(_mark_held, fd):
+                    log.warning("swap lock of a dead holder", extra={"engine": engine_id})
+                    await asyncio.sleep(self.abandoned_grace_s)
                 yield
             finally:
+                await asyncio.to_thread(os.ftruncate, fd, 0)
                 fcntl.flock(fd, fcntl.LOCK_UN)
                 if self._local.contended(engine_id):
                     await asyncio.sleep(_HANDOFF_S)  # other processes' polls get their turn
@@ -120,6 +132,15 @@ async def _flock(fd: int, engine_id: str, deadline: float) -> None:
             raise _busy(engine_id)
         await asyncio.sleep(_BACKOFF_S[min(attempt, len(_BACKOFF_S) - 1)])
         attempt += 1
+
+
+def _mark_held(fd: int) -> bool:
+    """Write our pid into the lock file; True if the previous holder left its own there (it
+    died holding the lock)."""
+    abandoned = os.pread(fd, 32, 0) != b""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return abandoned
 
 
 def _open_lock_file(path: Path) -> int:

@@ -134,6 +134,7 @@ def test_a_version_another_replica_unloaded_is_reloaded_and_retried_once(
     first = httpx.post(f"{gw.url}/v1/completions", json=body, timeout=10)
     assert first.status_code == 200
     engine = c.sims[int(first.headers["x-engine"].removeprefix("engine-"))]
+    time.sleep(0.5)  # the refresh its own load asked for has happened: the view stays stale
     # "Another replica" evicts it behind this one's back.
     unloaded = httpx.post(f"{engine.url}/v1/unload_lora_adapter", json={"lora_name": "a01@v1"})
     assert unloaded.status_code == 200

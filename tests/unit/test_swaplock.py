@@ -67,6 +67,19 @@ def holder(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
         process.kill()
 
 
+async def test_a_holder_that_died_mid_change_costs_a_grace_period(tmp_path: Path) -> None:
+    (tmp_path / "10.0.0.5_8000.lock").write_text("4242\n")  # left by a holder killed with -9
+    locks = FileSwapLocks(tmp_path, abandoned_grace_s=0.3)
+    start = time.monotonic()
+    async with locks.hold(ENGINE, time.monotonic() + 2):
+        assert time.monotonic() - start >= 0.3  # its load may still land: wait, then look
+    start = time.monotonic()
+    async with locks.hold(ENGINE, time.monotonic() + 2):  # released cleanly: no wait
+        assert time.monotonic() - start < 0.3
+    locks.close()
+    assert names(tmp_path) == ["10.0.0.5_8000.lock"]
+
+
 async def test_a_killed_holder_releases_the_lock(
     tmp_path: Path, holder: subprocess.Popen[bytes]
 ) -> None:
