@@ -15,7 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from server.engines.client import EngineClient, HttpEngineClient
-from server.engines.discovery import Discovery, EngineTarget, static_targets
+from server.engines.discovery import (
+    Discovery,
+    EngineTarget,
+    Resolver,
+    resolve_dns,
+    static_targets,
+)
 from server.engines.fleet import Fleet
 from server.engines.placement import Placement
 from server.engines.policies import make_policy
@@ -46,7 +52,12 @@ STORE_POLL_S = 0.5  # a store change is picked up within 1 s
 class Runtime:
     """Store, engines, registry, router, gateway and metrics of one gateway process."""
 
-    def __init__(self, settings: Settings, engines: dict[str, EngineClient] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engines: dict[str, EngineClient] | None = None,
+        resolver: Resolver = resolve_dns,
+    ):
         self.settings = settings
         self.metrics = Metrics(window_s=settings.swap_ratio_window_s)
         base = BaseModelSpec.from_config_file(
@@ -92,7 +103,7 @@ class Runtime:
         ]
         policy = make_policy(settings.placement_policy, settings.placement_load_factor)
         self.placement = Placement(self.registry, policy)
-        self.discovery = Discovery(settings.engines)
+        self.discovery = Discovery(settings.engines, resolver)
         self.fleet = Fleet(self.engines, self.placement, self._client)
         self.router = Router(self.store, settings.base_model)
         self.tenants = Tenants(settings.tenants_file)
