@@ -1,6 +1,6 @@
 """Benchmark: what the gateway adds, measured from the client, side by side in one run.
 
-    python -m loadtest.bench_overhead [--other http://127.0.0.1:4000 --other-model alpha]
+    python -m loadtest.bench_overhead [--litellm /path/to/venv/bin/litellm] [--upstream sim]
 
 Targets: the upstream directly, the gateway in front of it, and optionally another
 OpenAI-compatible proxy in front of the same upstream. The upstream is
@@ -36,6 +36,8 @@ import httpx
 from loadtest.threaded import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Sent to every target (the gateway runs open and the upstream ignores it; LiteLLM needs it).
+BENCH_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -83,7 +85,8 @@ async def drive(url: str, model: str, concurrency: int, requests: int, stream: b
         body["stream"] = True
     result, left = Round(), [requests]
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector) as http:
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as http:
 
         async def client() -> None:
             while left[0] > 0:
@@ -166,15 +169,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             if args.other:
                 targets.append(("other", args.other, args.other_model, None))
-            for rnd in range(args.rounds):
-                for stream in (False, True):
-                    for concurrency in args.concurrency:
-                        for name, url, model, pid in targets if rnd % 2 == 0 else targets[::-1]:
-                            out["rounds"].append(
-                                measure(name, url, model, pid, concurrency, stream, args)
-                            )
+            with contextlib.ExitStack() as more:
+                if args.litellm:
+                    url, pid = more.enter_context(litellm(args.litellm, upstream, Path(tmp)))
+                    targets.append(("litellm", url, "alpha", pid))
+                run_rounds(targets, args, out)
     out["table"] = table(out["rounds"])
     return out
+
+
+def run_rounds(
+    targets: list[tuple[str, str, str, int | None]], args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    """Every shape for every target; the targets' order alternates between rounds."""
+    for rnd in range(args.rounds):
+        for stream in (False, True):
+            for concurrency in args.concurrency:
+                for name, url, model, pid in targets if rnd % 2 == 0 else targets[::-1]:
+                    out["rounds"].append(measure(name, url, model, pid, concurrency, stream, args))
+
+
+@contextlib.contextmanager
+def litellm(binary: str, upstream: str, tmp: Path) -> Iterator[tuple[str, int]]:
+    """LiteLLM's proxy in front of the same upstream (model `alpha` -> `alpha@v1`)."""
+    config = tmp / "litellm.yaml"
+    model = {"model": "openai/alpha@v1", "api_base": f"{upstream}/v1", "api_key": "unused"}
+    config.write_text(
+        json.dumps({"model_list": [{"model_name": "alpha", "litellm_params": model}]})
+    )
+    port = free_port()
+    command = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    with server(command, f"{url}/health/liveliness") as proc:
+        yield url, proc.pid
 
 
 def measure(name: str, url: str, model: str, pid: int | None, concurrency: int, stream: bool,
@@ -247,6 +274,7 @@ def main() -> None:
     parser.add_argument("--upstream", choices=["fast", "sim"], default="fast")
     parser.add_argument("--other", default=None, help="another proxy's base URL")
     parser.add_argument("--other-model", default="alpha@v1")
+    parser.add_argument("--litellm", default=None, help="path of LiteLLM's `litellm` command")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
     out = run(args)

@@ -104,10 +104,17 @@ class EngineQueue:
 
 
 class Admission:
-    """The admission queues of every engine."""
+    """The admission queues of every engine (engines come and go with discovery)."""
 
-    def __init__(self, queues: dict[str, EngineQueue]) -> None:
-        self.queues = queues
+    def __init__(self, max_wait_s: float) -> None:
+        self.max_wait_s = max_wait_s
+        self.queues: dict[str, EngineQueue] = {}
+
+    def add(self, engine: str, limit: int, max_queue: int) -> None:
+        self.queues[engine] = EngineQueue(engine, limit, max_queue, self.max_wait_s)
+
+    def remove(self, engine: str) -> None:
+        self.queues.pop(engine, None)
 
     def admit(self, engine: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.queues[engine].admit()
