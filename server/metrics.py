@@ -218,6 +218,25 @@ class Metrics:
         self.inflight_requests = Gauge(
             "loragate_inflight_requests", "Requests in flight to an engine", ["engine"], registry=r
         )
+        # Admission (server/engines/admission.py).
+        self.requests_shed = Counter(
+            "loragate_requests_shed_total",
+            "Requests refused with 503 because an engine's admission queue was full",
+            ["engine"],
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "loragate_admission_limit",
+            "Requests this gateway sends to an engine at once (learned from its queue)",
+            ["engine"],
+            registry=r,
+        )
+        self.admission_waiting = Gauge(
+            "loragate_admission_waiting",
+            "Requests waiting in this gateway for one of an engine's slots",
+            ["engine"],
+            registry=r,
+        )
         self.engine_restarts = Counter(
             "loragate_engine_restarts_total",
             "Managed engine processes that exited and restarted",

@@ -106,7 +106,7 @@ class Runtime:
         ]
         policy = make_policy(settings.placement_policy, settings.placement_load_factor)
         self.placement = Placement(self.registry, policy)
-        self.admission = Admission(settings.max_queue_wait_s)
+        self.admission = Admission(settings.max_queue_wait_s, self.metrics)
         for name in self.engines:
             target = static.get(name) or EngineTarget(name, "", 4)
             self.admission.add(name, target.max_inflight, target.max_queue)
@@ -247,7 +247,9 @@ class Runtime:
         if not view.healthy:
             if self.placement.mark_down(name):
                 log.warning("engine down", extra={"engine": name})
-        elif self.placement.mark_up(name) and self._started:
+            return
+        self.admission.observe(name, view.load.running, view.load.waiting)
+        if self.placement.mark_up(name) and self._started:
             log.info("engine up", extra={"engine": name})
             self._spawn(self._reconcile(name))
 

