@@ -109,9 +109,15 @@ def engine_spread(ok: list[RequestRecord]) -> dict[str, Any] | None:
 
 
 def switch(run: RunResult, action: ActionRecord, target: str) -> dict[str, Any]:
-    """Failed during the switch: non-OK requests for the adapter overlapping [action start,
-    convergence]. Convergence: the start of the first request served by the expected version
-    after which no request was served by another version."""
+    """The switch an action with `expect` made, for its adapter:
+
+    - time to 100 %: from the action's start to the start of the last request that was still
+      served by another version (0 if none was); every request started later got the expected
+      one. None when no request got the expected version after the last one that did not.
+      Resolution: the gap between requests for the adapter.
+    - failed during the switch: non-OK requests overlapping [action start, the later of the
+      action's end and the moment of 100 %]; for the adapter, and for any adapter.
+    """
     expected = f"{action.adapter}@{action.expect}"
     mine = sorted(
         (r for r in run.records if r.target == target and r.adapter == action.adapter),
@@ -119,17 +125,16 @@ def switch(run: RunResult, action: ActionRecord, target: str) -> dict[str, Any]:
     )
     after = [r for r in mine if r.start_s >= action.started_s and r.ok]
     stale = [r for r in after if r.version != expected]
-    tail_from = max((r.start_s for r in stale), default=action.started_s)
-    converged = next(
-        (r.start_s for r in after if r.start_s >= tail_from and r.version == expected), None
-    )
-    end = max(converged or action.ended_s, action.ended_s)
-    during = [r for r in mine if r.start_s <= end and r.end_s >= action.started_s]
-    anyone = [
+    last_stale = max((r.start_s for r in stale), default=action.started_s)
+    fresh = [r for r in after if r.version == expected]
+    converged = any(r.start_s >= last_stale for r in fresh)
+    end = max(last_stale, action.ended_s)
+    overlapping = [
         r
         for r in run.records
         if r.target == target and r.start_s <= end and r.end_s >= action.started_s
     ]
+    during = [r for r in overlapping if r.adapter == action.adapter]
     return {
         "adapter": action.adapter,
         "expect": expected,
@@ -139,13 +144,13 @@ def switch(run: RunResult, action: ActionRecord, target: str) -> dict[str, Any]:
         "requests_during_switch": len(during),
         "failed_during_switch": sum(1 for r in during if not r.ok),
         "failed_outcomes": outcomes(r for r in during if not r.ok),
-        "failed_any_adapter_during_switch": sum(1 for r in anyone if not r.ok),
+        "failed_any_adapter_during_switch": sum(1 for r in overlapping if not r.ok),
         "old_version_after_action": len(stale),
-        "time_to_100pct_ms": None
-        if converged is None
-        else round(max(0.0, converged - action.started_s) * 1000, 2),
-        "last_old_version_started_ms": round((tail_from - action.started_s) * 1000, 2)
-        if stale
+        "time_to_100pct_ms": round((last_stale - action.started_s) * 1000, 2)
+        if converged
+        else None,
+        "first_new_version_ms": round((fresh[0].start_s - action.started_s) * 1000, 2)
+        if fresh
         else None,
     }
 

@@ -137,6 +137,7 @@ def _switches(summary: dict[str, Any]) -> list[str]:
                     str(sw["failed_during_switch"]),
                     str(sw["failed_any_adapter_during_switch"]),
                     _fmt(sw["time_to_100pct_ms"], " ms"),
+                    _fmt(sw["first_new_version_ms"], " ms"),
                     str(sw["old_version_after_action"]),
                 ]
             )
@@ -150,11 +151,14 @@ def _switches(summary: dict[str, Any]) -> list[str]:
         "failed (adapter)",
         "failed (any)",
         "time to 100 % new",
+        "first new version at",
         "old version after start",
     ]
     note = (
-        "Time to 100 %: from the action's start to the start of the first request served by "
-        "the new version after which no request got another version (`X-Adapter-Version`)."
+        "Time to 100 %: from the action's start to the start of the last request still served "
+        "by another version (`X-Adapter-Version`), 0 if none was; every later request got the "
+        "new version (resolution: the gap between requests for the adapter). Failed: non-OK "
+        "requests in flight between the action's start and the later of its end and that moment."
     )
     return ["", "## Switch under load", "", note, "", *_table(header, rows)]
 
