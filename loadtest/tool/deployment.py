@@ -39,6 +39,7 @@ class Deployment:
     adapters: list[str]  # popularity order: adapter-00 …, then the releases
     api_keys: list[str] = field(default_factory=list)
     workdir: Path | None = None
+    pids: dict[str, int] = field(default_factory=dict)  # server name -> process (profiling)
 
 
 def sim_args(spec: SimSpec, port: int) -> list[str]:
@@ -58,8 +59,8 @@ def sim_args(spec: SimSpec, port: int) -> list[str]:
 
 
 @contextlib.contextmanager
-def _process(args: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[None]:
-    """A server in its own process, stopped (SIGTERM, then SIGKILL) on exit."""
+def _process(args: list[str], ready_url: str, log: Path, env: dict[str, str]) -> Iterator[int]:
+    """A server in its own process (yields its pid), stopped (SIGTERM, then SIGKILL) on exit."""
     with log.open("wb") as out:
         proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -72,7 +73,7 @@ def _process(args: list[str], ready_url: str, log: Path, env: dict[str, str]) ->
                 tail = log.read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"{args[2]} did not start ({ready_url}):\n{tail}")
             time.sleep(0.1)
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:
@@ -82,27 +83,57 @@ def _process(args: list[str], ready_url: str, log: Path, env: dict[str, str]) ->
             proc.wait(10)
 
 
-def _engine(stack: contextlib.ExitStack, spec: SimSpec, workdir: Path, name: str) -> str:
-    if not spec.processes:
-        from loadtest.sim.config import SimConfig
-        from loadtest.sim.server import SimEngineServer
+@dataclass
+class _Launcher:
+    """Starts servers for one deployment; everything started is stopped with `stack`."""
 
-        config = SimConfig(
-            model=TINY_BASE_ID,
-            max_loras=spec.max_loras or spec.slots,
-            max_cpu_loras=spec.slots,
-            max_num_seqs=spec.max_num_seqs,
-            load_ms=spec.load_ms,
-            load_jitter_ms=spec.load_jitter_ms,
-            ttft_ms=spec.ttft_ms,
-            token_ms=spec.token_ms,
-        )
-        return stack.enter_context(SimEngineServer(config)).url
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    args = [sys.executable, "-m", "loadtest.simengine", *sim_args(spec, port)]
-    stack.enter_context(_process(args, f"{url}/health", workdir / f"{name}.log", dict(os.environ)))
-    return url
+    stack: contextlib.ExitStack
+    spec: SimSpec
+    workdir: Path
+    pids: dict[str, int]
+
+    def engine(self, name: str) -> str:
+        spec = self.spec
+        if not spec.processes:
+            from loadtest.sim.config import SimConfig
+            from loadtest.sim.server import SimEngineServer
+
+            config = SimConfig(
+                model=TINY_BASE_ID,
+                max_loras=spec.max_loras or spec.slots,
+                max_cpu_loras=spec.slots,
+                max_num_seqs=spec.max_num_seqs,
+                load_ms=spec.load_ms,
+                load_jitter_ms=spec.load_jitter_ms,
+                ttft_ms=spec.ttft_ms,
+                token_ms=spec.token_ms,
+            )
+            return self.stack.enter_context(SimEngineServer(config)).url
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        args = [sys.executable, "-m", "loadtest.simengine", *sim_args(spec, port)]
+        log = self.workdir / f"{name}.log"
+        running = _process(args, f"{url}/health", log, dict(os.environ))
+        self.pids[name] = self.stack.enter_context(running)
+        return url
+
+    def gateway(self, settings: dict[str, Any], token: str, name: str) -> str:
+        if not self.spec.processes:
+            from loadtest.gateway_server import GatewayServer
+            from server.settings import Settings
+
+            config = Settings(**settings, admin_token=token, log_json=False)
+            return self.stack.enter_context(GatewayServer(config)).url
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        config_file = self.workdir / f"{name}.yaml"
+        config_file.write_text(yaml.safe_dump(settings))
+        args = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config_file)]
+        env = {**os.environ, "LORAGATE_ADMIN_TOKEN": token}
+        log = self.workdir / f"{name}.log"
+        running = _process([*args, "--port", str(port)], f"{url}/readyz", log, env)
+        self.pids[name] = self.stack.enter_context(running)
+        return url
 
 
 def _gateway_settings(
@@ -120,25 +151,6 @@ def _gateway_settings(
     if spec.tenants:
         settings["tenants_file"] = str(workdir / "tenants.yaml")
     return settings
-
-
-def _gateway(
-    stack: contextlib.ExitStack, settings: dict[str, Any], token: str, spec: SimSpec, log: Path
-) -> str:
-    if not spec.processes:
-        from loadtest.gateway_server import GatewayServer
-        from server.settings import Settings
-
-        config = Settings(**settings, admin_token=token, log_json=False)
-        return stack.enter_context(GatewayServer(config)).url
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    config_file = log.with_suffix(".yaml")
-    config_file.write_text(yaml.safe_dump(settings))
-    args = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config_file)]
-    env = {**os.environ, "LORAGATE_ADMIN_TOKEN": token}
-    stack.enter_context(_process([*args, "--port", str(port)], f"{url}/readyz", log, env))
-    return url
 
 
 def _tenant_keys(spec: SimSpec, workdir: Path) -> list[str]:
@@ -178,17 +190,17 @@ def simulated(spec: SimSpec, workdir: Path | None = None) -> Iterator[Deployment
         store = build(workdir, spec)
         deployment = Deployment([], store.adapters, _tenant_keys(spec, workdir), workdir)
         token = secrets.token_hex(16)
+        launch = _Launcher(stack, spec, workdir, deployment.pids)
         if spec.gateways:
-            engines = [_engine(stack, spec, workdir, f"engine-{i}") for i in range(spec.engines)]
+            engines = [launch.engine(f"engine-{i}") for i in range(spec.engines)]
             settings = _gateway_settings(spec, store, engines, workdir)
             urls = tuple(
-                _gateway(stack, settings, token, spec, workdir / f"gateway-{i}.log")
-                for i in range(spec.gateways)
+                launch.gateway(settings, token, f"gateway-{i}") for i in range(spec.gateways)
             )
             gateway = Target("loragate", urls, admin_token=token, store=store.root)
             deployment.targets.append(_with_sim(gateway, engines, store, TINY_BASE_ID))
         if spec.compare_direct:
-            engines = [_engine(stack, spec, workdir, f"direct-{i}") for i in range(spec.engines)]
+            engines = [launch.engine(f"direct-{i}") for i in range(spec.engines)]
             models = _register_everything(engines, store)
             direct = Target("direct", tuple(engines), models=models)
             deployment.targets.append(_with_sim(direct, engines, store, TINY_BASE_ID))
