@@ -6,10 +6,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic import BaseModel
-
 from loadtest.tool.runner import RunResult
-from loadtest.tool.scenario import Lengths
+from loadtest.tool.scenario import Arrivals, Bounds, Lengths, Popularity, SimSpec
 
 GOODPUT = (
     "Goodput: OK answers that arrived after the warm-up and before sending stopped, per second "
@@ -95,8 +93,42 @@ def lengths(spec: Lengths) -> str:
     return f"lognormal median {spec.median:g} sigma {spec.sigma:g} in [{spec.min}, {spec.max}]"
 
 
-def _compact(model: BaseModel) -> str:
-    return ", ".join(f"{k} {v}" for k, v in model.model_dump(exclude_defaults=True).items())
+def _arrivals(a: Arrivals) -> str:
+    if a.kind == "concurrency":
+        return f"closed loop, {a.clients} clients"
+    if a.kind == "trace":
+        return "the trace's timestamps"
+    ramp = f" rising to {a.ramp_to:g}" if a.ramp_to is not None else ""
+    return f"{a.kind}, {a.rate:g} req/s{ramp}"
+
+
+def _bounds(b: Bounds) -> str:
+    parts = [f"{b.duration_s:g} s" if b.duration_s is not None else ""]
+    parts.append(f"at most {b.requests} requests" if b.requests is not None else "")
+    parts.append(f"warm-up {b.warmup_s:g} s" if b.warmup_s else "")
+    return ", ".join(p for p in parts if p) + " per round"
+
+
+def _popularity(p: Popularity, adapters: list[str]) -> str:
+    over = f"the first {p.hot_set} adapters" if p.hot_set else "the adapters"
+    if p.kind == "trace":
+        return f"from the trace {p.trace}"
+    if p.kind == "cycle":
+        return f"{over} in turn, {p.burst} requests each"
+    shape = f"Zipf alpha {p.alpha:g}" if p.kind == "zipf" else "uniform"
+    listed = f" ({', '.join(adapters[:6])}{', ...' if len(adapters) > 6 else ''})"
+    return f"{shape} over {over}" + (listed if adapters else "")
+
+
+def _sim(sim: SimSpec) -> str:
+    load = f"{sim.load_ms:g}" + (f" +- {sim.load_jitter_ms:g}" if sim.load_jitter_ms else "")
+    return (
+        f"{sim.engines} engine(s), {sim.gateways} gateway(s)"
+        + (", the bare engines as `direct`" if sim.compare_direct else "")
+        + f"; {sim.adapters} adapters; {sim.slots} slots, max_loras {sim.max_loras or sim.slots},"
+        f" batch {sim.max_num_seqs}; loads {load} ms, TTFT {sim.ttft_ms:g} ms,"
+        f" {sim.token_ms:g} ms/token; {'processes' if sim.processes else 'threads'}"
+    )
 
 
 def _setup(run: RunResult, env: dict[str, Any]) -> list[str]:
@@ -108,15 +140,15 @@ def _setup(run: RunResult, env: dict[str, Any]) -> list[str]:
         s.description.strip(),
         "",
         f"- started {run.started_at}; {s.rounds} round(s) per target, alternating",
-        f"- arrivals: {s.arrivals.kind}, {_compact(s.arrivals)}; bounds: {_compact(s.bounds)}",
-        f"- popularity: {w.popularity.kind}, {_compact(w.popularity)}; base-model share"
-        f" {w.base_share:.0%}; streamed {w.stream:.0%}; {w.endpoint}; prompt"
-        f" {lengths(w.prompt_tokens)} words, output {lengths(w.output_tokens)} tokens",
+        f"- arrivals: {_arrivals(s.arrivals)}; {_bounds(s.bounds)}",
+        f"- adapters: {_popularity(w.popularity, w.adapters)}; base model {w.base_share:.0%};"
+        f" streamed {w.stream:.0%}; {w.endpoint}; prompt {lengths(w.prompt_tokens)} words,"
+        f" output {lengths(w.output_tokens)} tokens",
         f"- machine: {env.get('cpus')} CPUs, load average {env.get('load_average_1m')} at the end"
         + (f"; {env['note']}" if env.get("note") else ""),
     ]
     if s.sim is not None:
-        lines.append(f"- simulated deployment: {_compact(s.sim)}")
+        lines.append(f"- simulated deployment: {_sim(s.sim)}")
     lines += [f"- target `{t.name}` ({t.kind}): {', '.join(t.urls)}" for t in run.targets]
     return lines
 
