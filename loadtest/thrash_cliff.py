@@ -154,9 +154,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize="small")
     setup = result["setup"]
+    request_ms = setup["ttft_ms"] + (setup["output_tokens"] - 1) * setup["token_ms"]
     fig.suptitle(
         f"Thrashing cliff: {setup['slots']} slots, {setup['clients']} clients, uniform over the "
-        f"hot set, sim engine batch {setup['batch']}"
+        f"hot set; sim engine batch {setup['batch']}, {request_ms:g} ms per request "
+        f"({setup['ttft_ms']:g} ms TTFT + {setup['output_tokens'] - 1} x {setup['token_ms']:g} ms)"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -179,13 +181,17 @@ def main() -> None:
     add("--seed", type=int, default=0)
     add("--note", default="")
     add("--out", type=Path, default=Path("loadtest/results/thrash_cliff.json"))
+    add("--plot-only", action="store_true", help="redraw the PNG from an existing --out")
     args = parser.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
     if 1.0 not in args.ratios:
         parser.error("--ratios must include 1 (the hot set that fits: the reference)")
     result: dict[str, Any] = {
         "command": "python -m loadtest.thrash_cliff " + " ".join(sys.argv[1:]),
         "definition": __doc__.split("\n\n", 3)[3].strip(),
-        "setup": {k: v for k, v in vars(args).items() if k not in ("out", "note")},
+        "setup": {k: v for k, v in vars(args).items() if k not in ("out", "note", "plot_only")},
         "load_times_ms": LOAD_TIMES,
         "environment": results.environment(args.note),
     }
