@@ -70,31 +70,29 @@ class NoProgress:
 
 
 def table(rounds: list[LiveStats]) -> Table:
+    """One row per round; fits 80 columns (the answers column folds)."""
     grid = Table(title="loragate loadtest", expand=False)
-    for column in ("target", "round", "time s", "sent", "done", "in flight", "rps"):
-        grid.add_column(column, justify="right" if column not in ("target",) else "left")
-    for column in ("p50 ms", "p99 ms", "answers", "loads", "evict", "thrash"):
-        grid.add_column(column, justify="right" if column != "answers" else "left")
+    grid.add_column("target", no_wrap=True)
+    for column in ("s", "done/sent", "rps", "p50/p99 ms"):
+        grid.add_column(column, justify="right", no_wrap=True)
+    grid.add_column("answers", overflow="fold", min_width=8)
+    grid.add_column("loads/ev/thr", justify="right", no_wrap=True)
     for stats in rounds:
         window = stats.window()
         elapsed = time.perf_counter() - stats.started
-        answers = " ".join(f"{k}:{v}" for k, v in sorted(stats.outcomes.items()))
+        latency = "-"
+        if window:
+            latency = f"{percentile(window, 0.5) * 1000:.0f}/{percentile(window, 0.99) * 1000:.0f}"
         scraped = stats.scraped
+        swaps = "/".join(f"{scraped.get(k, 0):.0f}" for k in ("loads", "evictions", "thrash"))
         grid.add_row(
-            stats.target,
-            str(stats.round),
+            f"{stats.target} r{stats.round}",
             f"{elapsed:.0f}" + (" ✓" if stats.finished else ""),
-            str(stats.sent),
-            str(stats.done),
-            str(stats.sent - stats.done),
+            f"{stats.done}/{stats.sent}",
             f"{len(window) / min(WINDOW_S, max(elapsed, 1e-3)):.1f}",
-            f"{percentile(window, 0.5) * 1000:.0f}" if window else "-",
-            f"{percentile(window, 0.99) * 1000:.0f}" if window else "-",
-            answers or "-",
-            *(
-                f"{scraped[k]:.0f}" if k in scraped else "-"
-                for k in ("loads", "evictions", "thrash")
-            ),
+            latency,
+            " ".join(f"{k}:{v}" for k, v in sorted(stats.outcomes.items())) or "-",
+            swaps if scraped else "-",
         )
     return grid
 

@@ -115,21 +115,23 @@ def _targets(flags: list[str], formats: list[str]) -> list[TargetSpec]:
 
 def _summary_table(outcome: Outcome) -> Table:
     table = Table(title=f"{outcome.run.scenario.name}: results")
-    for column in ("target", "requests", "OK", "goodput req/s", "p50 ms", "p99 ms", "answers"):
-        table.add_column(column, justify="left" if column in ("target", "answers") else "right")
-    table.add_column("loads/evict/thrash", justify="right")
+    table.add_column("target", no_wrap=True)
+    for column in ("requests", "OK", "goodput/s", "p50/p99 ms"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("answers", overflow="fold", min_width=8)
+    table.add_column("loads/ev/thr", justify="right", no_wrap=True)
     for name, s in outcome.summary["targets"].items():
         scraped = s["loragate"]
         swaps = "/".join(
             f"{scraped[k]:.0f}" for k in ("loads", "evictions", "thrash") if k in scraped
         )
+        latency = s["latency"]
         table.add_row(
             name,
             str(s["requests"]),
             str(s["ok"]),
             f"{s['goodput_rps']:.1f}",
-            f"{s['latency']['p50_ms'] or 0:.0f}",
-            f"{s['latency']['p99_ms'] or 0:.0f}",
+            f"{latency['p50_ms'] or 0:.0f}/{latency['p99_ms'] or 0:.0f}",
             ", ".join(f"{k}: {v}" for k, v in s["outcomes"].items()),
             swaps or "-",
         )
