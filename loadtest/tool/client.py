@@ -64,6 +64,9 @@ class Sender:
         if not (spec.api_key or self.target.api_key):
             headers = {}
         t0 = time.perf_counter()
+        # Open loop: the warm-up is judged on the schedule, so every target of a round leaves
+        # out the same requests even when one of them made the generator send late.
+        planned = spec.at_s if spec.at_s is not None else t0 - round_start
         record = RequestRecord(
             target=self.target.name,
             round=round_index,
@@ -76,7 +79,7 @@ class Sender:
             model=model,
             stream=spec.stream,
             cold=spec.cold,
-            warmup=t0 - round_start < warmup_s,
+            warmup=planned < warmup_s,
             lag_s=None if spec.at_s is None else max(0.0, t0 - round_start - spec.at_s),
         )
         found = _Outcome()

@@ -132,8 +132,8 @@ class Workload(BaseModel):
 
 class Bounds(BaseModel):
     """Each round stops sending at `duration_s` or after `requests`, whichever comes first,
-    then waits up to `drain_s` for answers. Requests started before `warmup_s` are kept in
-    the results but left out of the summaries."""
+    then waits up to `drain_s` for open-loop answers. Requests scheduled (closed loop: sent)
+    before `warmup_s` are kept in the results but left out of the summaries."""
 
     model_config = _STRICT
 
