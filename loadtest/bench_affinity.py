@@ -24,7 +24,6 @@ import contextlib
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,9 +33,8 @@ from typing import Any
 
 import httpx
 
-from loadtest.bench_gateway import build_store, percentile
+from loadtest.benchkit import Arrival, build_store, metric_sum, percentile, poisson_zipf, process
 from loadtest.threaded import free_port
-from loadtest.workload import Arrival, poisson_zipf
 
 CASES = (("affinity", 2), ("round_robin", 2), ("least_loaded", 2), ("affinity", 1))
 ADMIN_TOKEN = "bench-affinity"  # noqa: S105 (a loopback benchmark's own token)
@@ -51,30 +49,6 @@ GATEWAY_METRICS = (
     "loragate_slot_drains_total",
     "loragate_slot_refusals_total",
 )
-
-
-@contextlib.contextmanager
-def process(
-    args: list[str], health_url: str, env: dict[str, str] | None = None, log: Path | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
-    """A server in its own process, ready once `health_url` answers 200; stopped on exit."""
-    out = log.open("ab") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, env=env)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health_url, timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[:4]} did not start")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        if log:
-            out.close()  # type: ignore[union-attr]
 
 
 @contextlib.contextmanager
@@ -180,8 +154,6 @@ async def drive(
 
 
 def gateway_totals(urls: list[str]) -> dict[str, float]:
-    from loadtest.bench_gateway import metric_sum
-
     totals = dict.fromkeys(GATEWAY_METRICS, 0.0)
     for url in urls:
         auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

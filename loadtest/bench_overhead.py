@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,6 +32,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from loadtest.benchkit import build_store, percentile, process
 from loadtest.threaded import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -45,29 +45,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-@contextlib.contextmanager
-def server(command: list[str], health: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health, timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[:4]} did not start")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @dataclass
@@ -125,14 +102,9 @@ def summarise(r: Round, requests: int, cpu_s: float | None) -> dict[str, Any]:
 
 
 def gateway_config(root: Path, upstream: str, port: int) -> Path:
-    from server.store.layout import ValidationLimits
-    from server.store.manifest import Channels
-    from server.store.store import AdapterStore
-    from tests.factory import TINY_CONFIG, TINY_SPEC, add_version
+    from tests.factory import TINY_CONFIG
 
-    store = AdapterStore(root / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
-    add_version(store, root, "alpha", "v1")
-    store.update_channels("alpha", lambda c: Channels(stable="v1"), actor="bench", action="promote")
+    store = build_store(root, ["alpha"])
     (root / "base.json").write_text(json.dumps(TINY_CONFIG))
     settings = {
         "store": str(store.root),
@@ -158,10 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "tiny-base", "--max-loras", "2", "--max-cpu-loras", "4", "--load-ms", "0",
                   "--ttft-ms", "0", "--token-ms", "0"]  # fmt: skip
     out: dict[str, Any] = {"config": vars(args) | {"other": args.other}, "rounds": []}
-    with tempfile.TemporaryDirectory() as tmp, server(up_cmd, f"{upstream}/health") as up:
+    with tempfile.TemporaryDirectory() as tmp, process(up_cmd, f"{upstream}/health") as up:
         config = gateway_config(Path(tmp), upstream, gw_port)
         gw_cmd = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config)]
-        with server(gw_cmd, f"{gateway}/readyz") as gw:
+        with process(gw_cmd, f"{gateway}/readyz") as gw:
             httpx.post(f"{gateway}/v1/completions", json={"model": "alpha", "prompt": "x"})
             targets: list[tuple[str, str, str, int | None]] = [
                 ("direct", upstream, "alpha@v1", up.pid),
@@ -200,7 +172,7 @@ def litellm(binary: str, upstream: str, tmp: Path) -> Iterator[tuple[str, int]]:
     port = free_port()
     command = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
     url = f"http://127.0.0.1:{port}"
-    with server(command, f"{url}/health/liveliness") as proc:
+    with process(command, f"{url}/health/liveliness") as proc:
         yield url, proc.pid
 
 

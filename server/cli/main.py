@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from server.cli.admin_client import AdminClient, Refused, Unreachable, change_summary
+from server.cli.loadtest import app as loadtest_app
 from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -30,6 +31,7 @@ from server.store.validation import validate_version
 app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
 adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(loadtest_app, name="loadtest")
 console = Console()
 err_console = Console(stderr=True)
 
