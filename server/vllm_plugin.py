@@ -511,7 +511,7 @@ def register() -> None:
         logger.info(
             "loragate: patched %d CPU LoRA op references (LoRA index -1 = no adapter)%s",
             patched,
-            "; fused add_lora_linear" if fused else "",
+            "; fused PunicaWrapperCPU.add_lora_linear/logits/embedding" if fused else "",
         )
 
 
