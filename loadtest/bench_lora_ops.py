@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import warnings
@@ -77,6 +78,7 @@ def load_plugin(ref: str, repo: Path) -> ModuleType:
         spec = importlib.util.spec_from_file_location(f"loragate_plugin_{ref}", path)
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
         spec.loader.exec_module(module)
     return module
 
