@@ -229,14 +229,15 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ys = [r[variant]["median_ms"] for r in rows]
             low = [r[variant]["min_ms"] for r in rows]
             high = [r[variant]["max_ms"] for r in rows]
-            ax.plot(xs, ys, marker="o", label=variant)
+            label = "base linear layers" if variant == "base" else f"LoRA, {variant}"
+            ax.plot(xs, ys, marker="o", label=label)
             ax.fill_between(xs, low, high, alpha=0.2)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         tokens = "1 token" if phase == "decode" else f"{PROMPT_TOKENS} tokens"
         ax.set_title(f"{phase}: requests x {tokens}, 3 q/v adapters, {result['config']['dtype']}")
         ax.set_xlabel("requests in the batch")
-        ax.set_ylabel("LoRA ms per model step (30 layers), 1 thread")
+        ax.set_ylabel("ms per model step (30 layers), 1 thread")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
     fig.tight_layout()
