@@ -21,7 +21,9 @@ class ManagedEngine(BaseModel):
     )
     model: str = Field("demo", description="model directory, or 'demo' for the built demo base")
     port: int = Field(8101, ge=1, le=65535)
-    max_loras: int = Field(2, ge=1)
+    max_loras: int = Field(
+        3, ge=1, description="adapters per batch (--max-loras); 3 fits the demo store's three"
+    )
     max_lora_rank: int = Field(8, ge=1)
     dtype: str = "float32"
     max_model_len: int = 1024
