@@ -136,27 +136,25 @@ class Installer:
     """Switches vLLM's CPU LoRA path between the variants in this process."""
 
     def __init__(self, before: ModuleType) -> None:
-        from server import vllm_plugin
+        from server.vllm_plugin import ops, plugin, wrapper
 
-        self.plugin = vllm_plugin
-        self.punica = importlib.import_module(vllm_plugin.WRAPPER_MODULE)
-        wrapper_class = getattr(self.punica, vllm_plugin.WRAPPER_CLASS)
-        self.stock_methods = {
-            n: getattr(wrapper_class, n) for n in vllm_plugin.FIXED_WRAPPER_METHODS
-        }
+        self.ops, self.plugin, self.wrapper = ops, plugin, wrapper
+        self.punica = importlib.import_module(plugin.WRAPPER_MODULE)
+        wrapper_class = getattr(self.punica, plugin.WRAPPER_CLASS)
+        self.stock_methods = {n: getattr(wrapper_class, n) for n in wrapper.FIXED_WRAPPER_METHODS}
         os.environ.setdefault("VLLM_TARGET_DEVICE", "cpu")
-        vllm_plugin.register()  # today's plugin, fused methods included
+        plugin.register()  # today's plugin, fused methods included
         self.before_ops: dict[str, Callable[..., None]] = before.FIXED_OPS
 
     def install(self, variant: str) -> None:
         wrapper_class = getattr(self.punica, self.plugin.WRAPPER_CLASS)
-        ops = self.before_ops if variant == "before" else self.plugin.FIXED_OPS
+        ops = self.before_ops if variant == "before" else self.ops.FIXED_OPS
         for name, op in ops.items():
             setattr(self.punica, name, op)
         fused = variant == "after"
         for name, stock in self.stock_methods.items():
             setattr(
-                wrapper_class, name, self.plugin.FIXED_WRAPPER_METHODS[name] if fused else stock
+                wrapper_class, name, self.wrapper.FIXED_WRAPPER_METHODS[name] if fused else stock
             )
 
 

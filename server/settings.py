@@ -57,6 +57,12 @@ class EngineConfig(BaseModel):
     def _one_source(self) -> EngineConfig:
         if sum(x is not None for x in (self.url, self.managed, self.dns)) != 1:
             raise ValueError("an engine needs exactly one of `url`, `managed` or `dns`")
+        if self.managed is not None and self.managed.max_loras > self.max_cpu_loras:
+            raise ValueError(
+                f"managed.max_loras ({self.managed.max_loras}) must not exceed max_cpu_loras "
+                f"({self.max_cpu_loras}): vLLM refuses to start with --max-loras above "
+                "--max-cpu-loras"
+            )
         return self
 
     def base_url(self) -> str:

