@@ -32,6 +32,7 @@ import yaml
 
 from tests.containers import kube
 from tests.containers.kube import Pod
+from tests.containers.kubeplay import KubePlay
 from tests.containers.podman import REPO, logs, podman, unique, wait_for
 from tests.containers.traffic import ServiceTraffic, Stream, complete
 
@@ -58,7 +59,7 @@ GRACE_S = 30  # Kubernetes' default terminationGracePeriodSeconds
 @dataclass
 class Cluster:
     plan: kube.Plan
-    play: kube.KubePlay
+    play: KubePlay
 
     def gateways(self) -> list[Pod]:
         return self.plan.pods_of(GATEWAY)
@@ -97,7 +98,7 @@ def cluster(
     images: None, demo_store_tar: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Cluster]:
     plan = kube.render(DOCS, unique("lgk"), {GATEWAY: GATEWAYS}, SIM_EXTRA)
-    with kube.KubePlay(plan, tmp_path_factory.mktemp("kube")) as play:
+    with KubePlay(plan, tmp_path_factory.mktemp("kube")) as play:
         play.play_claims()
         play.fill("adapter-store", demo_store_tar)  # what an operator puts in the RWX store
         cluster = Cluster(plan, play)
