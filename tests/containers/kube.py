@@ -4,26 +4,35 @@
 module renders the same documents so that podman runs them as a cluster would, and every change
 is listed here; the rest is played as written: args, env, ConfigMap and claim volumes and their
 mounts, emptyDirs, the pod's user and group, read-only root filesystem, dropped capabilities,
-no privilege escalation, memory limits.
+no privilege escalation, memory limits. Every field of a workload, its pod and its containers
+is in a table below (FIELDS): played, or schema only and why; a field in none is refused.
 
-- replicas: podman plays one pod per Deployment, so replica i of Deployment `name` becomes a
-  one-replica Deployment `<prefix>-<name>-<i>` (a StatefulSet's pod keeps its name
-  `<name>-<i>`, as Kubernetes names it).
-- Service: podman has none. A Service becomes DNS names (network aliases) of the pods it
-  selects, on the run's own network: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`
-  (several pods under one name answer with every address, as a headless Service does); a
-  headless Service also names each pod of its StatefulSet `<pod>.<svc>` and so on. An alias
-  cannot remap ports, so a Service whose port differs from its target is refused.
+- replicas: podman plays one pod per Deployment, so replica i of workload `name` becomes a
+  one-replica Deployment `<prefix>-<name>-<i>`, its pod `<prefix>-<name>-<i>-pod-0`. A
+  StatefulSet's pod keeps its Kubernetes name as its hostname, `<name>-<i>`.
+- Service: podman has none. A Service becomes DNS names (network aliases, aardvark-dns) of the
+  pods it selects, on the run's own network: `svc`, `svc.ns`, `svc.ns.svc`,
+  `svc.ns.svc.cluster.local`. Several pods under one name answer with one A record each (seen
+  with aardvark-dns 1.4: getaddrinfo gets every address, and a stopped pod's is gone), which
+  is what a headless Service is; a headless Service also names each pod of its StatefulSet
+  `<pod>.<svc>` and so on. A ClusterIP Service's one virtual IP is not rendered: its clients
+  (the tests) balance over the pods' addresses themselves. An alias cannot remap ports, so a
+  Service whose port differs from its target is refused. Kubernetes lists a pod in DNS once
+  it is ready (publishNotReadyAddresses: false); podman once it starts.
 - Namespace: podman has none, and its volumes and pods are host-wide: every name podman makes
   host-wide (ConfigMap and claim volumes, emptyDirs, pods) gets the run's prefix instead.
 - emptyDir: podman 4.3 makes one volume per emptyDir *name*, shared by every pod using that
-  name (Kubernetes: one per pod): renamed per pod.
+  name (Kubernetes: one per pod): renamed per pod. It is a directory on disk whatever its
+  medium and sizeLimit say (schema only).
 - ports: podman 4.3 publishes every containerPort on the host's 0.0.0.0 (Kubernetes never does,
-  and two replicas collide): dropped; pods are reached at their address on the network.
+  and two replicas collide): dropped; pods are reached at their address on the network, at
+  the ports the manifests declare (`Pod.containers` keeps them).
 - probes: podman 4.3 turns a livenessProbe into a `curl` healthcheck (there is no curl in the
   images) and cannot resolve named ports (it probes port 0); readiness and startup probes it
   ignores. Dropped from what is played, and run by the tests as the kubelet runs them
   (`probe_urls`, from the manifests' own probes and ports).
+- terminationGracePeriodSeconds: podman 4.3 keeps its own stop timeout (10 s); `Pod.grace_s`
+  carries it to `KubePlay.delete`, which waits that long before SIGKILL, as the kubelet does.
 - images: the kustomization's `images` are applied, then loragate-gateway becomes the local
   gateway image and loragate-engine (vLLM) the simulated engine image, its vLLM arguments
   translated (tests/containers/sim.py).
@@ -34,9 +43,9 @@ no privilege escalation, memory limits.
   by G (podman's volume.podman.io/uid and gid annotations): the volume is then the writers',
   as fsGroup's group ownership makes it in Kubernetes.
 - Not played: PodDisruptionBudget (no eviction API), ConfigMaps no pod uses (the Prometheus
-  scrape config: no Prometheus here). These, and what podman ignores (resources.requests,
-  the rollout strategy, affinity: one node), are checked by schema only
-  (tests/unit/test_deploy.py).
+  scrape config: no Prometheus here), and the fields FIELDS marks schema only (one node, no
+  scheduler, no controllers). `Plan.not_played` and `Plan.schema_only` list what a run
+  skipped; tests/unit/test_deploy.py checks them.
 """
 
 from __future__ import annotations
@@ -58,6 +67,43 @@ NOT_PLAYED = {
     "PodDisruptionBudget": "no eviction API here: schema only",
 }
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+DEFAULT_GRACE_S = 30  # Kubernetes' terminationGracePeriodSeconds when a pod sets none
+
+# What is done with each field (a dotted path inside `spec` of a workload, of its pod
+# template, of a container, of a Service): PLAYED (as written, or as translated above), or
+# why it is checked by schema only. render() refuses a field in none of these tables.
+PLAYED = ""
+NO_CONTROLLER = "no controller here: the test plays each pod and its replacement"
+ONE_NODE = "one node, no scheduler: nothing to place, spread or reserve"
+TMPFS = "podman 4.3 makes every emptyDir a volume on disk: no tmpfs, no size limit"
+FIELDS: dict[str, dict[str, str]] = {
+    "workload": {
+        "replicas": PLAYED, "selector": PLAYED, "template": PLAYED, "serviceName": PLAYED,
+        "strategy": NO_CONTROLLER, "updateStrategy": NO_CONTROLLER,
+        "podManagementPolicy": NO_CONTROLLER,
+    },
+    "pod": {
+        "containers": PLAYED, "initContainers": PLAYED, "volumes": PLAYED,
+        "securityContext": PLAYED, "terminationGracePeriodSeconds": PLAYED,
+        "affinity": ONE_NODE, "topologySpreadConstraints": ONE_NODE,
+    },
+    "container": {
+        "name": PLAYED, "image": PLAYED, "imagePullPolicy": PLAYED, "command": PLAYED,
+        "args": PLAYED, "env": PLAYED, "envFrom": PLAYED, "ports": PLAYED,
+        "startupProbe": PLAYED, "readinessProbe": PLAYED, "livenessProbe": PLAYED,
+        "securityContext": PLAYED, "volumeMounts": PLAYED, "resources.limits": PLAYED,
+        "resources.requests": ONE_NODE,
+    },
+    "volume": {
+        "name": PLAYED, "configMap": PLAYED, "persistentVolumeClaim": PLAYED,
+        "emptyDir.medium": TMPFS, "emptyDir.sizeLimit": TMPFS,
+    },
+    "Service": {
+        "selector": PLAYED, "ports": PLAYED, "clusterIP": PLAYED, "type": PLAYED,
+        "publishNotReadyAddresses": "podman names a pod in DNS once it starts, Kubernetes "
+        "once it is ready: the gateways' own health checks of each engine cover the gap",
+    },
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -70,9 +116,24 @@ class Pod:
     documents: tuple[Doc, ...]
     aliases: tuple[str, ...]  # its DNS names on the network (the Services that select it)
     containers: tuple[Doc, ...]  # the containers as the manifests declare them
+    annotations: Mapping[str, str]  # the pod template's, as the manifests declare them
+    grace_s: int  # terminationGracePeriodSeconds
+
+    @property
+    def k8s_name(self) -> str:
+        """Its name in Kubernetes (a StatefulSet's `vllm-0`; a Deployment's pod has a random
+        suffix there, the replica number here)."""
+        return f"{self.workload}-{self.replica}"
 
     def yaml(self) -> str:
         return yaml.safe_dump_all(self.documents, sort_keys=False)
+
+    def port(self, name: str) -> int:
+        """The containerPort called `name` (KeyError: none)."""
+        ports = {p.get("name"): p["containerPort"] for c in self.containers
+                 for p in c.get("ports", [])}  # fmt: skip
+        port: int = ports[name]
+        return port
 
 
 @dataclass
@@ -81,6 +142,7 @@ class Plan:
     claims: list[Doc] = field(default_factory=list)  # PersistentVolumeClaims, renamed
     pods: list[Pod] = field(default_factory=list)
     not_played: list[tuple[str, str, str]] = field(default_factory=list)  # kind, name, why
+    schema_only: list[tuple[str, str, str]] = field(default_factory=list)  # object, field, why
 
     def pods_of(self, workload: str) -> list[Pod]:
         return [pod for pod in self.pods if pod.workload == workload]
@@ -147,6 +209,8 @@ def render(
     used: set[str] = set()
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in WORKLOADS or kind == "Service":
+            plan.schema_only += _schema_only(doc)
         if kind in WORKLOADS:
             count = (replicas or {}).get(name, doc["spec"].get("replicas", 1))
             for i in range(count):
@@ -168,6 +232,43 @@ def render(
     for name in sorted(set(config_maps) - {n.removeprefix(f"{prefix}-") for n in used}):
         plan.not_played.append(("ConfigMap", name, "no pod uses it"))
     return plan
+
+
+def _schema_only(doc: Doc) -> list[tuple[str, str, str]]:
+    """(object, field, why) for every field of `doc` that is not played; raises ValueError
+    for a field FIELDS does not know."""
+    what = f"{doc['kind']} {doc['metadata']['name']}"
+    if doc["kind"] == "Service":
+        return _classify(what, "spec", doc["spec"], FIELDS["Service"])
+    found = _classify(what, "spec", doc["spec"], FIELDS["workload"])
+    pod = doc["spec"]["template"]["spec"]
+    found += _classify(what, "spec.template.spec", pod, FIELDS["pod"])
+    for volume in pod.get("volumes", []):
+        where = f"spec.template.spec.volumes[{volume['name']}]"
+        found += _classify(what, where, volume, FIELDS["volume"])
+    for kind in ("initContainers", "containers"):
+        for c in pod.get(kind, []):
+            where = f"spec.template.spec.{kind}[{c['name']}]"
+            found += _classify(what, where, c, FIELDS["container"])
+    return found
+
+
+def _classify(
+    what: str, path: str, obj: Doc, table: Mapping[str, str]
+) -> list[tuple[str, str, str]]:
+    """`obj`'s fields (at `path`) against `table`, whose keys are relative to `obj`."""
+    found: list[tuple[str, str, str]] = []
+    for key, value in obj.items():
+        where = f"{path}.{key}".lstrip(".")
+        nested = {k.removeprefix(f"{key}."): v for k, v in table.items() if k.startswith(f"{key}.")}
+        if key in table:
+            if table[key] != PLAYED:
+                found.append((what, where, table[key]))
+        elif nested and isinstance(value, dict):
+            found += _classify(what, where, value, nested)
+        else:
+            raise ValueError(f"{what}: {where} is not rendered for podman kube play (decide here)")
+    return found
 
 
 def _writers_fs_group(docs: Sequence[Doc], claim: str) -> int | None:
@@ -202,8 +303,6 @@ def _pod(
 ) -> Pod:
     name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
     stateful = doc["kind"] == "StatefulSet"
-    if stateful and doc["spec"].get("volumeClaimTemplates"):
-        raise ValueError(f"StatefulSet {name}: volumeClaimTemplates are not rendered yet")
     k8s_pod = f"{name}-{replica}"
     deployment = f"{prefix}-{k8s_pod}"
     template = copy.deepcopy(doc["spec"]["template"])
@@ -211,6 +310,9 @@ def _pod(
     original = tuple(copy.deepcopy(spec["containers"]))
     aliases = _aliases(services, template, namespace, k8s_pod,
                        doc["spec"].get("serviceName") if stateful else None)  # fmt: skip
+    if stateful:
+        spec["hostname"] = k8s_pod  # Kubernetes names a StatefulSet's pod's host after it
+    grace_s = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)
     refs = _rename_volumes(spec, prefix, deployment)
     for container in [*spec.get("initContainers", []), *spec["containers"]]:
         refs |= _render_container(container, prefix, sim_extra)
@@ -225,7 +327,9 @@ def _pod(
         config_map = copy.deepcopy(config_maps[ref])
         config_map["metadata"] = {"name": f"{prefix}-{ref}"}
         documents.append(config_map)
-    return Pod(name, replica, f"{deployment}-pod-0", tuple(documents), tuple(aliases), original)
+    annotations = dict(doc["spec"]["template"]["metadata"].get("annotations", {}))
+    return Pod(name, replica, f"{deployment}-pod-0", tuple(documents), tuple(aliases), original,
+               annotations, grace_s)  # fmt: skip
 
 
 def _aliases(
@@ -240,6 +344,8 @@ def _aliases(
         if not selector or not selector.items() <= labels.items():
             continue
         svc, ns = service["metadata"]["name"], service["metadata"].get("namespace", namespace)
+        if service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            raise ValueError(f"Service {svc}: type {service['spec']['type']} is not rendered")
         for port in service["spec"].get("ports", []):
             target = port.get("targetPort", port["port"])
             if ports.get(target, target) != port["port"]:
@@ -262,8 +368,6 @@ def _rename_volumes(spec: Doc, prefix: str, deployment: str) -> set[str]:
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]
             claim["claimName"] = f"{prefix}-{claim['claimName']}"
-        if "secret" in volume:
-            volume["secret"]["secretName"] = f"{prefix}-{volume['secret']['secretName']}"
         if "emptyDir" in volume:
             renamed[volume["name"]] = f"{deployment}-{volume['name']}"
             volume["name"] = renamed[volume["name"]]
@@ -326,3 +430,12 @@ def probe_urls(pod: Pod, address: str) -> list[tuple[str, str, str]]:
             scheme = get.get("scheme", "HTTP").lower()
             urls.append((container["name"], kind, f"{scheme}://{address}:{port}{get['path']}"))
     return urls
+
+
+def scrape_url(pod: Pod, address: str) -> str | None:
+    """Where a Prometheus with deploy/k8s/prometheus-scrape.yaml's relabelling scrapes `pod`
+    (its prometheus.io/* annotations), or None when it is not scraped."""
+    if pod.annotations.get("prometheus.io/scrape") != "true":
+        return None
+    port = pod.annotations["prometheus.io/port"]
+    return f"http://{address}:{port}{pod.annotations.get('prometheus.io/path', '/metrics')}"
