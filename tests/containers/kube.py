@@ -4,8 +4,9 @@
 module renders the same documents so that podman runs them as a cluster would, and every change
 is listed here; the rest is played as written: args, env, ConfigMap and claim volumes and their
 mounts, emptyDirs, the pod's user and group, read-only root filesystem, dropped capabilities,
-no privilege escalation, memory limits. Every field of a workload, its pod and its containers
-is in a table below (FIELDS): played, or schema only and why; a field in none is refused.
+no privilege escalation, memory limits. Every field of a workload, its pod, its containers and
+volumes, and of a Service is in kubefields.FIELDS: played, or schema only and why; a field in
+none is refused.
 
 - replicas: podman plays one pod per Deployment, so replica i of workload `name` becomes a
   one-replica Deployment `<prefix>-<name>-<i>`, its pod `<prefix>-<name>-<i>-pod-0`. A
@@ -43,9 +44,9 @@ is in a table below (FIELDS): played, or schema only and why; a field in none is
   by G (podman's volume.podman.io/uid and gid annotations): the volume is then the writers',
   as fsGroup's group ownership makes it in Kubernetes.
 - Not played: PodDisruptionBudget (no eviction API), ConfigMaps no pod uses (the Prometheus
-  scrape config: no Prometheus here), and the fields FIELDS marks schema only (one node, no
-  scheduler, no controllers). `Plan.not_played` and `Plan.schema_only` list what a run
-  skipped; tests/unit/test_deploy.py checks them.
+  scrape config: no Prometheus here), and the fields kubefields.FIELDS marks schema only
+  (one node, no scheduler, no controllers). `Plan.not_played` and `Plan.schema_only` list
+  what a run skipped; tests/unit/test_deploy.py checks them.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ from typing import Any
 
 import yaml
 
+from tests.containers.kubefields import schema_only
 from tests.containers.podman import GATEWAY_IMAGE, SIM_IMAGE
 from tests.containers.sim import sim_args
 
@@ -68,42 +70,6 @@ NOT_PLAYED = {
 }
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 DEFAULT_GRACE_S = 30  # Kubernetes' terminationGracePeriodSeconds when a pod sets none
-
-# What is done with each field (a dotted path inside `spec` of a workload, of its pod
-# template, of a container, of a Service): PLAYED (as written, or as translated above), or
-# why it is checked by schema only. render() refuses a field in none of these tables.
-PLAYED = ""
-NO_CONTROLLER = "no controller here: the test plays each pod and its replacement"
-ONE_NODE = "one node, no scheduler: nothing to place, spread or reserve"
-TMPFS = "podman 4.3 makes every emptyDir a volume on disk: no tmpfs, no size limit"
-FIELDS: dict[str, dict[str, str]] = {
-    "workload": {
-        "replicas": PLAYED, "selector": PLAYED, "template": PLAYED, "serviceName": PLAYED,
-        "strategy": NO_CONTROLLER, "updateStrategy": NO_CONTROLLER,
-        "podManagementPolicy": NO_CONTROLLER,
-    },
-    "pod": {
-        "containers": PLAYED, "initContainers": PLAYED, "volumes": PLAYED,
-        "securityContext": PLAYED, "terminationGracePeriodSeconds": PLAYED,
-        "affinity": ONE_NODE, "topologySpreadConstraints": ONE_NODE,
-    },
-    "container": {
-        "name": PLAYED, "image": PLAYED, "imagePullPolicy": PLAYED, "command": PLAYED,
-        "args": PLAYED, "env": PLAYED, "envFrom": PLAYED, "ports": PLAYED,
-        "startupProbe": PLAYED, "readinessProbe": PLAYED, "livenessProbe": PLAYED,
-        "securityContext": PLAYED, "volumeMounts": PLAYED, "resources.limits": PLAYED,
-        "resources.requests": ONE_NODE,
-    },
-    "volume": {
-        "name": PLAYED, "configMap": PLAYED, "persistentVolumeClaim": PLAYED,
-        "emptyDir.medium": TMPFS, "emptyDir.sizeLimit": TMPFS,
-    },
-    "Service": {
-        "selector": PLAYED, "ports": PLAYED, "clusterIP": PLAYED, "type": PLAYED,
-        "publishNotReadyAddresses": "podman names a pod in DNS once it starts, Kubernetes "
-        "once it is ready: the gateways' own health checks of each engine cover the gap",
-    },
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -210,7 +176,7 @@ def render(
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind in WORKLOADS or kind == "Service":
-            plan.schema_only += _schema_only(doc)
+            plan.schema_only += schema_only(doc)
         if kind in WORKLOADS:
             count = (replicas or {}).get(name, doc["spec"].get("replicas", 1))
             for i in range(count):
@@ -232,43 +198,6 @@ def render(
     for name in sorted(set(config_maps) - {n.removeprefix(f"{prefix}-") for n in used}):
         plan.not_played.append(("ConfigMap", name, "no pod uses it"))
     return plan
-
-
-def _schema_only(doc: Doc) -> list[tuple[str, str, str]]:
-    """(object, field, why) for every field of `doc` that is not played; raises ValueError
-    for a field FIELDS does not know."""
-    what = f"{doc['kind']} {doc['metadata']['name']}"
-    if doc["kind"] == "Service":
-        return _classify(what, "spec", doc["spec"], FIELDS["Service"])
-    found = _classify(what, "spec", doc["spec"], FIELDS["workload"])
-    pod = doc["spec"]["template"]["spec"]
-    found += _classify(what, "spec.template.spec", pod, FIELDS["pod"])
-    for volume in pod.get("volumes", []):
-        where = f"spec.template.spec.volumes[{volume['name']}]"
-        found += _classify(what, where, volume, FIELDS["volume"])
-    for kind in ("initContainers", "containers"):
-        for c in pod.get(kind, []):
-            where = f"spec.template.spec.{kind}[{c['name']}]"
-            found += _classify(what, where, c, FIELDS["container"])
-    return found
-
-
-def _classify(
-    what: str, path: str, obj: Doc, table: Mapping[str, str]
-) -> list[tuple[str, str, str]]:
-    """`obj`'s fields (at `path`) against `table`, whose keys are relative to `obj`."""
-    found: list[tuple[str, str, str]] = []
-    for key, value in obj.items():
-        where = f"{path}.{key}".lstrip(".")
-        nested = {k.removeprefix(f"{key}."): v for k, v in table.items() if k.startswith(f"{key}.")}
-        if key in table:
-            if table[key] != PLAYED:
-                found.append((what, where, table[key]))
-        elif nested and isinstance(value, dict):
-            found += _classify(what, where, value, nested)
-        else:
-            raise ValueError(f"{what}: {where} is not rendered for podman kube play (decide here)")
-    return found
 
 
 def _writers_fs_group(docs: Sequence[Doc], claim: str) -> int | None:
