@@ -61,13 +61,17 @@ class KubePlay:
     def address(self, pod: Pod) -> str:
         return pod_ip(pod.name, self.network)
 
-    def delete(self, pod: Pod, grace_s: float) -> None:
-        """`kubectl delete pod`: SIGTERM to its containers, SIGKILL after `grace_s`, then the
-        pod's sandbox. (`podman pod stop` stops the infra container with the others, which
+    def container(self, pod: Pod, name: str) -> str:
+        """podman's name for the container `name` of `pod`."""
+        return f"{pod.name}-{name}"
+
+    def delete(self, pod: Pod) -> None:
+        """`kubectl delete pod`: SIGTERM to its containers, SIGKILL after the pod's
+        terminationGracePeriodSeconds, then the pod's sandbox and with it its network and its
+        DNS names. (`podman pod stop` would stop the infra container with the others, which
         takes the pod's network away while its containers still drain.)"""
-        for container in pod.containers:
-            name = f"{pod.name}-{container['name']}"
-            podman("stop", "--time", str(int(grace_s)), name, timeout=grace_s + 30)
+        names = [self.container(pod, c["name"]) for c in pod.containers]
+        podman("stop", "--time", str(pod.grace_s), *names, timeout=pod.grace_s + 30)
         podman("pod", "stop", "--time", "0", pod.name)
 
     def close(self) -> None:
