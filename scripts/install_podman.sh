@@ -5,9 +5,10 @@
 #
 # Debian's podman (rootful) with runc, netavark + aardvark-dns (containers on a network find
 # each other by name and alias, as Services do; netavark runs iptables, which its package does
-# not declare), catatonit (the pause process of pods, for `podman kube play`) and debootstrap (scripts/build_images.sh makes the base image with it:
-# no registry can be reached here). podman-compose comes from PyPI into VENV (default .venv):
-# Debian's 1.0.3 predates compose profiles.
+# not declare), catatonit (the pause process of pods, for `podman kube play`) and debootstrap
+# (scripts/build_images.sh makes the base image with it: no registry can be reached here).
+# podman-compose comes from PyPI into VENV (default .venv): Debian's 1.0.3 predates compose
+# profiles.
 #
 # The sandbox needs a few settings, written to /etc/containers/containers.conf.d/:
 # runc instead of crun (crun refuses the hybrid cgroup v1/v2 layout), cgroupfs (no systemd),
@@ -21,26 +22,10 @@ VENV=${1:-.venv}
 PACKAGES=(podman runc conmon catatonit netavark aardvark-dns iptables debootstrap)
 CONF=/etc/containers/containers.conf.d/90-loragate.conf
 
+bash "$(dirname "${BASH_SOURCE[0]}")/install_debs.sh" "${PACKAGES[@]}"
 SUDO=()
 if [[ "$(id -u)" -ne 0 ]]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        SUDO=(sudo -n)
-    else
-        echo "install_podman: need root (or passwordless sudo) to apt-get install podman" >&2
-        exit 1
-    fi
-fi
-
-missing=()
-for package in "${PACKAGES[@]}"; do
-    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
-        missing+=("$package")
-    fi
-done
-if [[ ${#missing[@]} -gt 0 ]]; then
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    SUDO=(sudo -n)  # install_debs.sh has checked that it works
 fi
 
 config=$(
