@@ -21,13 +21,17 @@ from server.engines.registry import Registry
 from server.engines.supervisor import EngineSupervisor
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.metrics import Metrics
+from server.releases.canary_controller import CanaryController
 from server.releases.channels import active_versions, pinned_versions
+from server.releases.outcomes import OutcomeLog
 from server.releases.service import ReleaseService
+from server.releases.shadow_report import ShadowReports
 from server.serving.gateway import Gateway
 from server.serving.limits import Limiter
 from server.serving.models import ModelCatalog
 from server.serving.prepare import Caps
 from server.serving.routing import Router
+from server.serving.shadow import Shadow
 from server.serving.tenants import Tenants
 from server.settings import EngineConfig, Settings
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -95,6 +99,7 @@ class Runtime:
             max_prompt_chars=settings.max_prompt_chars,
             max_prompt_tokens=settings.max_prompt_tokens,
         )
+        self._rollout_parts(caps)
         self.gateway = Gateway(
             self.router,
             self.placement,
@@ -104,6 +109,8 @@ class Runtime:
             caps,
             Limiter(),
             hide_foreign=settings.hide_foreign_adapters,
+            outcomes=self.outcomes,
+            shadow=self.shadow,
         )
         self.releases = ReleaseService(
             self.store,
@@ -113,10 +120,28 @@ class Runtime:
             pins_changed=self._apply_pins,
             max_upload_bytes=settings.max_upload_bytes,
         )
+        self.canaries = CanaryController(
+            self.store, self.outcomes, self.releases, self.metrics, pins_changed=self._apply_pins
+        )
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
         self.draining = False  # set on SIGTERM: /readyz answers 503 from then on
+
+    def _rollout_parts(self, caps: Caps) -> None:
+        """Canary outcomes and shadow mirrors (server/releases, server/serving/shadow.py)."""
+        self.outcomes = OutcomeLog(lambda: self.store.snapshot)
+        self.shadow_reports = ShadowReports(self.store)
+        self.shadow = Shadow(
+            lambda: self.store.snapshot,
+            self.placement,
+            self.admission,
+            self.engines,
+            self.metrics,
+            caps,
+            self.shadow_reports,
+            max_inflight=self.settings.shadow_max_inflight,
+        )
 
     def _queue(self, name: str, cfg: EngineConfig | None) -> EngineQueue:
         fields = EngineConfig.model_fields
@@ -170,11 +195,15 @@ class Runtime:
         await self.check_engines()
         self._spawn(self._every(self.settings.reconcile_interval_s, self.check_engines))
         self._spawn(self._every(STORE_POLL_S, self.poll_store))
+        self._spawn(self._every(self.settings.canary_interval_s, self.canaries.tick))
+        self._spawn(self._every(self.settings.shadow_report_interval_s, self.shadow_reports.flush))
 
     async def stop(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.shadow.aclose()
+        await self.shadow_reports.flush()  # what this gateway mirrored since the last flush
         for supervisor in self.supervisors:
             await supervisor.stop()
         await self.registry.aclose()

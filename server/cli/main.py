@@ -18,7 +18,13 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from server.cli.admin_client import AdminClient, Refused, Unreachable, change_summary
+from server.cli.admin_client import (
+    AdminClient,
+    Refused,
+    Unreachable,
+    canary_bounds,
+    change_summary,
+)
 from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -325,16 +331,57 @@ def rollback(name: NameArg, url: UrlOpt = DEFAULT_URL) -> None:
         show_change(client.rollback(name))
 
 
+BoundOpt = Annotated[str | None, typer.Option(help="a number, or off (not checked)")]
+
+
 @adapters_app.command("canary")
 def canary(
     name: NameArg,
     version: VersionArg,
-    weight: Annotated[float, typer.Argument(help="share of requests, 0..1; 0 ends it")],
+    weight: Annotated[
+        float | None, typer.Argument(help="share of requests, 0..1; 0 ends it; with --steps: -")
+    ] = None,
+    max_error_rate_delta: BoundOpt = None,
+    max_p99_ratio: BoundOpt = None,
+    max_violation_rate: BoundOpt = None,
+    min_requests: BoundOpt = None,
+    window_s: BoundOpt = None,
+    steps: Annotated[str | None, typer.Option(help="percent steps, e.g. 1,5,25,50,100")] = None,
+    dwell_s: BoundOpt = None,
     url: UrlOpt = DEFAULT_URL,
 ) -> None:
-    """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`)."""
+    """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`); the gateway
+    rolls it back by itself when it breaks a bound against the stable (defaults: 2 points
+    more 5xx, 1.5x p99, 1 % failed output checks, over 50+ requests in 300 s). With --steps
+    the share grows a step per --dwell-s held, and VERSION is promoted after 100."""
+    options = {
+        "max_error_rate_delta": max_error_rate_delta,
+        "max_p99_ratio": max_p99_ratio,
+        "max_violation_rate": max_violation_rate,
+        "min_requests": min_requests,
+        "window_s": window_s,
+        "steps": steps,
+        "dwell_s": dwell_s,
+    }
+    try:
+        bounds = canary_bounds(options)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     with admin(url) as client:
-        show_change(client.canary(name, version, weight))
+        show_change(client.canary(name, version, weight, **bounds))
+
+
+@adapters_app.command("shadow")
+def shadow(
+    name: NameArg,
+    version: VersionArg,
+    share: Annotated[float, typer.Argument(help="share of the stable's requests, 0..1; 0 ends")],
+    url: UrlOpt = DEFAULT_URL,
+) -> None:
+    """Mirror a share of NAME's stable requests to VERSION (never answered from); results go
+    to VERSION's evals/shadow.json, which the promotion gate reads."""
+    with admin(url) as client:
+        show_change(client.shadow(name, version, share))
 
 
 @adapters_app.command("pin")
