@@ -5,12 +5,10 @@ The only module that prints: everything else logs.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import getpass
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,13 +16,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from server.cli.admin_client import (
-    AdminClient,
-    Refused,
-    Unreachable,
-    canary_bounds,
-    change_summary,
-)
+from server.cli import rollout
+from server.cli.remote import DEFAULT_URL, NameArg, UrlOpt, VersionArg, admin, show_change
 from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -266,34 +259,6 @@ def list_adapters(
 
 # --- release commands: drive a running gateway's admin API -------------------------------
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="LORAGATE_URL", help="gateway URL")]
-NameArg = Annotated[str, typer.Argument(help="adapter name")]
-VersionArg = Annotated[str, typer.Argument(help="version, e.g. v3")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-@contextlib.contextmanager
-def admin(url: str) -> Iterator[AdminClient]:
-    """A client sending LORAGATE_ADMIN_TOKEN. Exit 1 when the gateway refuses (its message is
-    printed), 2 when it cannot be reached."""
-    try:
-        with AdminClient(url, os.environ.get("LORAGATE_ADMIN_TOKEN")) as client:
-            yield client
-    except Refused as exc:
-        err_console.print(f"[red]refused ({exc.status}):[/red] {escape(exc.message)}")
-        raise typer.Exit(1) from None
-    except Unreachable as exc:
-        err_console.print(f"[red]unreachable:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from None
-
-
-def show_change(result: dict[str, Any]) -> None:
-    console.print(escape(change_summary(result)))
-    if result.get("gate"):
-        console.print(f"gate: {escape(result['gate']['reason'])}")
-    if result.get("forced"):
-        console.print("[yellow]forced past the eval gate (audited as forced)[/yellow]")
-
 
 @adapters_app.command("register")
 def register(
@@ -331,57 +296,8 @@ def rollback(name: NameArg, url: UrlOpt = DEFAULT_URL) -> None:
         show_change(client.rollback(name))
 
 
-BoundOpt = Annotated[str | None, typer.Option(help="a number, or off (not checked)")]
-
-
-@adapters_app.command("canary")
-def canary(
-    name: NameArg,
-    version: VersionArg,
-    weight: Annotated[
-        float | None, typer.Argument(help="share of requests, 0..1; 0 ends it; with --steps: -")
-    ] = None,
-    max_error_rate_delta: BoundOpt = None,
-    max_p99_ratio: BoundOpt = None,
-    max_violation_rate: BoundOpt = None,
-    min_requests: BoundOpt = None,
-    window_s: BoundOpt = None,
-    steps: Annotated[str | None, typer.Option(help="percent steps, e.g. 1,5,25,50,100")] = None,
-    dwell_s: BoundOpt = None,
-    url: UrlOpt = DEFAULT_URL,
-) -> None:
-    """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`); the gateway
-    rolls it back by itself when it breaks a bound against the stable (defaults: 2 points
-    more 5xx, 1.5x p99, 1 % failed output checks, over 50+ requests in 300 s). With --steps
-    the share grows a step per --dwell-s held, and VERSION is promoted after 100."""
-    options = {
-        "max_error_rate_delta": max_error_rate_delta,
-        "max_p99_ratio": max_p99_ratio,
-        "max_violation_rate": max_violation_rate,
-        "min_requests": min_requests,
-        "window_s": window_s,
-        "steps": steps,
-        "dwell_s": dwell_s,
-    }
-    try:
-        bounds = canary_bounds(options)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    with admin(url) as client:
-        show_change(client.canary(name, version, weight, **bounds))
-
-
-@adapters_app.command("shadow")
-def shadow(
-    name: NameArg,
-    version: VersionArg,
-    share: Annotated[float, typer.Argument(help="share of the stable's requests, 0..1; 0 ends")],
-    url: UrlOpt = DEFAULT_URL,
-) -> None:
-    """Mirror a share of NAME's stable requests to VERSION (never answered from); results go
-    to VERSION's evals/shadow.json, which the promotion gate reads."""
-    with admin(url) as client:
-        show_change(client.shadow(name, version, share))
+adapters_app.command("canary")(rollout.canary)
+adapters_app.command("shadow")(rollout.shadow)
 
 
 @adapters_app.command("pin")

@@ -7,9 +7,10 @@ Bounds (per canary, in channels.json; None turns one off), judged once the canar
 `min_requests` requests in the window:
 - `max_error_rate_delta`: canary 5xx ratio minus the stable's (points, 0.02 = 2 points).
 - `max_p99_ratio`: canary p99 over the stable's, for total latency and for time to first
-  token, each compared only when both versions have `min_requests` successful samples of it,
-  and only when the canary is also `P99_SLACK_S` slower (jitter of a few ms on fast answers is
-  not a regression).
+  token, each compared only when both versions have `min_requests` and at least
+  `LATENCY_MIN_SAMPLES` successful samples of it (below 100 samples a p99 is the maximum: one
+  stall of a loaded host), and only when the canary is also `P99_SLACK_S` slower (jitter of a
+  few ms on fast answers is not a regression).
 - `max_violation_rate`: the canary's share of answers that fail its own output checks
   (absolute: a policy limit, not a comparison; the stable's share is shown beside it).
 """
@@ -29,6 +30,7 @@ from server.releases.outcomes import WindowStats
 from server.store.manifest import Canary
 
 P99_SLACK_S = 0.05  # seconds a p99 must also grow by to count as worse
+LATENCY_MIN_SAMPLES = 100  # per version, for a p99 that is not just the slowest request
 EPSILON = 1e-9
 
 
@@ -86,17 +88,23 @@ def _latency(
     ratio = canary.max_p99_ratio
     assert ratio is not None
     n_mine, n_stable = (len(s.ttft_s if ttft else s.total_s) for s in (mine, stable))
-    if min(n_mine, n_stable) < canary.min_requests:
+    if min(n_mine, n_stable) < max(canary.min_requests, LATENCY_MIN_SAMPLES):
         return None
     a, b = mine.p(0.99, ttft), stable.p(0.99, ttft)
     assert a is not None and b is not None
     if a > ratio * b + EPSILON and a - b > P99_SLACK_S:
+        medians = f"p50 {_ms(mine.p(0.5, ttft))} vs {_ms(stable.p(0.5, ttft))}"
         return Breach(
             Bound.LATENCY,
             f"p99 {what} {a * 1000:.0f} ms (n={n_mine}) vs stable {b * 1000:.0f} ms "
-            f"(n={n_stable}): {a / b if b else float('inf'):.2f}x > max_p99_ratio {ratio:g}",
+            f"(n={n_stable}): {a / b if b else float('inf'):.2f}x > max_p99_ratio {ratio:g} "
+            f"({medians})",
         )
     return None
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
 
 
 class Action(enum.Enum):
@@ -114,9 +122,16 @@ class Decision:
     breach: Breach | None = None  # ROLLBACK
 
 
-def decide(canary: Canary, mine: WindowStats, stable: WindowStats, now: datetime) -> Decision:
+def decide(
+    canary: Canary,
+    mine: WindowStats,
+    stable: WindowStats,
+    now: datetime,
+    first_seen: datetime | None = None,
+) -> Decision:
     """Roll back on a breach; with steps, advance (or promote after 100 %) once the current
-    step held for `dwell_s` with `min_requests` in the window; otherwise hold."""
+    step held for `dwell_s` with `min_requests` in the window; otherwise hold. A step's start
+    is its `stepped_at`, else `started_at`, else `first_seen` (an entry written by hand)."""
     breach = judge(canary, mine, stable)
     if breach is not None:
         return Decision(Action.ROLLBACK, breach.detail, breach=breach)
@@ -124,7 +139,7 @@ def decide(canary: Canary, mine: WindowStats, stable: WindowStats, now: datetime
         return Decision(Action.HOLD)
     if mine.requests < canary.min_requests:
         return Decision(Action.HOLD, f"{mine.requests}/{canary.min_requests} requests")
-    since = canary.stepped_at or canary.started_at
+    since = canary.stepped_at or canary.started_at or first_seen
     held_s = (now - since).total_seconds() if since else 0.0
     if held_s < canary.dwell_s:
         return Decision(Action.HOLD, f"held {held_s:.0f}/{canary.dwell_s:g} s")
@@ -141,8 +156,8 @@ def decide(canary: Canary, mine: WindowStats, stable: WindowStats, now: datetime
 
 
 def _summary(mine: WindowStats, stable: WindowStats) -> str:
-    p99 = mine.p(0.99)
-    latency = f", p99 {p99 * 1000:.0f} ms" if p99 is not None else ""
+    p50, p99 = mine.p(0.5), mine.p(0.99)
+    latency = f", p50/p99 {p50 * 1000:.0f}/{p99 * 1000:.0f} ms" if p50 and p99 else ""
     return (
         f"canary {mine.requests} requests, 5xx {_pct(mine.error_rate)}, checks failed "
         f"{_pct(mine.violation_rate)}{latency} (stable {stable.requests} requests, "

@@ -52,14 +52,20 @@ class CanaryController:
         self.store, self.outcomes, self.releases, self.metrics = store, outcomes, releases, metrics
         self._pins_changed = pins_changed
         self._clock = clock
+        # (adapter, version, weight) -> when this gateway first saw a step without timestamps
+        # (a channels.json entry written by hand): its dwell counts from there.
+        self._first_seen: dict[tuple[str, str, float], datetime] = {}
 
     async def tick(self) -> None:
         now = self._clock()
         watched: set[str] = set()
+        seen: dict[tuple[str, str, float], datetime] = {}
         for adapter in list(self.store.snapshot.adapters.values()):
             canary = adapter.channels.canary
             if canary is None or canary.weight <= 0:
                 continue
+            step = (adapter.name, canary.version, canary.weight)
+            seen[step] = self._first_seen.get(step, now)
             mine_key = f"{adapter.name}@{canary.version}"
             stable_key = f"{adapter.name}@{adapter.channels.stable}"
             watched |= {mine_key, stable_key}
@@ -67,9 +73,10 @@ class CanaryController:
             since = max(now.timestamp() - canary.window_s, started)
             mine = self.outcomes.stats(mine_key, since)
             stable = self.outcomes.stats(stable_key, since) if adapter.channels.stable else None
-            decision = decide(canary, mine, stable or WindowStats(), now)
+            decision = decide(canary, mine, stable or WindowStats(), now, seen[step])
             if decision.action is not Action.HOLD:
                 await self._act(adapter, canary, decision, now)
+        self._first_seen = seen
         self.outcomes.retain(watched)
 
     async def _act(

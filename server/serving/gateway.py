@@ -248,6 +248,7 @@ class Gateway:
         def report(code: int, complete: bool) -> None:
             if code == 200 and not complete:
                 return  # the client left mid-stream: no outcome of the version's
+            code = 502 if rewriter.error else code  # the engine's error event, relayed
             texts = rewriter.text if code == 200 else None
             self._report(watch, code, timing, ttft_s, None if texts is None else "".join(texts))
 

@@ -26,6 +26,7 @@ class SSERewriter:
         self.usage: dict[str, Any] | None = None
         # The first choice's text, assembled when asked for (output checks, shadow agreement).
         self.text: list[str] | None = [] if keep_text else None
+        self.error = False  # the engine sent an error event (the stream failed after all)
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -57,6 +58,7 @@ class SSERewriter:
         except ValueError:
             return data
         if isinstance(payload, dict):
+            self.error = self.error or "error" in payload
             if self.text is not None:
                 self.text.append(delta_text(payload))
             if "model" in payload:

@@ -138,6 +138,13 @@ def test_decide(
     assert (decision.action, decision.weight) == (action, weight), decision.reason
 
 
+def test_a_step_written_by_hand_dwells_from_when_it_was_first_seen() -> None:
+    by_hand = canary(**STEPS, weight=0.05)  # no started_at, no stepped_at
+    assert decide(by_hand, stats(100), stats(400), NOW).action is Action.HOLD
+    seen = NOW - timedelta(seconds=61)
+    assert decide(by_hand, stats(100), stats(400), NOW, seen).weight == 0.25
+
+
 def test_canary_entry_defaults_steps_and_errors() -> None:
     plain = canary_entry("v3", 0.1, {}, NOW)
     assert (plain.max_error_rate_delta, plain.max_p99_ratio, plain.max_violation_rate) == (
