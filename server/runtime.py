@@ -31,7 +31,7 @@ from server.serving.limits import Limiter
 from server.serving.models import ModelCatalog
 from server.serving.prepare import Caps
 from server.serving.routing import Router
-from server.serving.shadow import Shadow
+from server.serving.shadow import ShadowTraffic
 from server.serving.tenants import Tenants
 from server.settings import EngineConfig, Settings
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -132,7 +132,7 @@ class Runtime:
         """Canary outcomes and shadow mirrors (server/releases, server/serving/shadow.py)."""
         self.outcomes = OutcomeLog(lambda: self.store.snapshot)
         self.shadow_reports = ShadowReports(self.store)
-        self.shadow = Shadow(
+        self.shadow = ShadowTraffic(
             lambda: self.store.snapshot,
             self.placement,
             self.admission,

@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     # at most shadow_max_inflight mirrors at once (dropped past that) and adds its shadow
     # results to the candidates' eval reports every shadow_report_interval_s.
     canary_interval_s: float = Field(1.0, gt=0)
-    shadow_max_inflight: int = Field(4, ge=1)
+    shadow_max_inflight: int = Field(8, ge=1)
     shadow_report_interval_s: float = Field(30.0, gt=0)
 
     # Metrics on their own listener (None: off); on the API port /metrics needs the admin token.

@@ -26,7 +26,7 @@ from server.serving.limits import Limiter
 from server.serving.outcomes import NoOutcomes, OutcomeSink, Watch, answer_text
 from server.serving.prepare import Caps, Cost, apply_caps, apply_template
 from server.serving.routing import Router, Target
-from server.serving.shadow import Shadow
+from server.serving.shadow import ShadowTraffic
 from server.serving.sse import DONE, SSERewriter, error_event
 from server.serving.swap_cost import SwapCost
 from server.serving.tenants import OPEN_TENANT, Tenant
@@ -64,7 +64,7 @@ class Gateway:
         *,
         hide_foreign: bool = True,
         outcomes: OutcomeSink | None = None,
-        shadow: Shadow | None = None,
+        shadow: ShadowTraffic | None = None,
     ) -> None:
         self.router = router
         self.placement = placement

@@ -60,7 +60,7 @@ class ShadowSink(Protocol):
     def dropped(self, candidate: AdapterVersion, reference: AdapterVersion) -> None: ...
 
 
-class Shadow:
+class ShadowTraffic:
     """Chooses and sends mirrors for one gateway."""
 
     def __init__(
@@ -73,7 +73,7 @@ class Shadow:
         caps: Caps,
         sink: ShadowSink,
         *,
-        max_inflight: int = 4,
+        max_inflight: int = 8,
         rng: random.Random | None = None,
     ) -> None:
         self._snapshot = snapshot
@@ -171,7 +171,7 @@ class _Mirror:
 
     def __init__(
         self,
-        shadow: Shadow,
+        shadow: ShadowTraffic,
         kind: Kind,
         req: OpenAIRequest,
         tenant: Tenant,

@@ -19,7 +19,7 @@ from server.metrics import Metrics
 from server.protocol.openai import CompletionRequest
 from server.serving.prepare import Caps
 from server.serving.routing import Target
-from server.serving.shadow import Shadow
+from server.serving.shadow import ShadowTraffic
 from server.serving.tenants import Tenant
 from server.store.manifest import Channels
 from server.store.manifest import Shadow as ShadowChannel
@@ -60,7 +60,7 @@ class Sink:
 
 @dataclass
 class Setup:
-    shadow: Shadow
+    shadow: ShadowTraffic
     engine: RecordingEngine
     sink: Sink
     registry: Registry
@@ -84,7 +84,7 @@ def setup(store: AdapterStore, tmp_path: Path) -> Setup:
     sink = Sink()
     engines: dict[str, Any] = {"e0": engine}
     placement, admission = Placement(registry), Admission({"e0": queue})
-    shadow = Shadow(
+    shadow = ShadowTraffic(
         lambda: store.snapshot,
         placement,
         admission,
