@@ -2,7 +2,9 @@
 
 `Gateway` is the service the API routes call; it knows nothing of FastAPI. It returns an
 `Answer` (JSON) or a `StreamAnswer` (SSE chunks + a close callback that releases the lease).
-Engine choice and the lease belong to `server.engines.placement`.
+Engine choice and the lease belong to `server.engines.placement`. Each finished request is
+reported to the outcome sink (canary analysis) and, when chosen, mirrored to its adapter's
+shadow candidate (`server.serving.outcomes`, `server.serving.shadow`).
 """
 
 from __future__ import annotations

@@ -218,3 +218,28 @@ def test_progressive_steps_advance_to_a_promotion_and_a_failing_step_rolls_back(
     assert after.stable == "v3" and after.canary is not None and after.canary.version == "v4"
     (rollback,) = audits(gw, "canary-rollback")
     assert "rolled back from 50.0% to 0: 5xx ratio" in rollback["detail"]
+
+
+def test_a_promotion_the_gate_refuses_after_the_last_step_rolls_the_canary_back(
+    admin_gateway: Start,
+    tiny_store: AdapterStore,
+    tmp_path: Path,
+    traffic: Callable[[GatewayServer], None],
+) -> None:
+    gw, _ = admin_gateway(settings=FAST)
+    add_version(tiny_store, tmp_path, "alpha", "v3", seed=3)
+    add_evals(tiny_store, v2=0.5, v3=0.6)
+    start_canary(gw, steps=[50, 100], dwell_s=0.5, min_requests=10, window_s=60)
+    add_evals(tiny_store, v3=0.4)  # a new eval, while the canary runs: v3 no longer beats v2
+
+    traffic(gw)
+    wait_for(lambda: weight(tiny_store) == 0, 30, "the rollback at the end of the steps")
+
+    assert channels(tiny_store).stable == "v2"
+    (rollback,) = audits(gw, "canary-rollback")
+    assert (
+        "rolled back from 100.0% to 0: promotion after the last step refused"
+        in (rollback["detail"])
+    )
+    assert "0.4000" in rollback["detail"] and "0.5000" in rollback["detail"]
+    assert gw.metric("loragate_canary_rollbacks_total", adapter="alpha", reason="gate") == 1
