@@ -4,7 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: dev engine prometheus podman images serve demo-reset test test-slow test-all check lint bench clean
+.PHONY: dev engine prometheus haproxy podman images serve demo-reset test test-slow test-all check \
+	lint bench clean
 
 $(VENV)/.dev: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +43,10 @@ test: dev
 prometheus:
 	bash scripts/install_prometheus.sh
 
+# Debian's haproxy: the load balancer in front of two gateways in the slow scale-out test.
+haproxy:
+	bash scripts/install_haproxy.sh
+
 # podman (runc, netavark, debootstrap) and podman-compose for the image, compose and
 # Kubernetes tests (tests/containers; they build the images with scripts/build_images.sh).
 podman: dev
@@ -52,9 +57,9 @@ podman: dev
 images: podman
 	bash scripts/build_images.sh
 
-# The slow and end-to-end suites: real Prometheus, real vLLM engine with the demo model, the
-# images, compose file and Kubernetes manifests run with podman.
-test-slow: engine prometheus images
+# The slow and end-to-end suites: real Prometheus, haproxy, real vLLM engine with the demo
+# model, the images, compose file and Kubernetes manifests run with podman.
+test-slow: engine prometheus haproxy images
 	$(PY) -m pytest -m 'slow or e2e'
 
 # Everything CI runs.

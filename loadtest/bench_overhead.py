@@ -1,6 +1,6 @@
 """Benchmark: what the gateway adds, measured from the client, side by side in one run.
 
-    python -m loadtest.bench_overhead [--other http://127.0.0.1:4000 --other-model alpha]
+    python -m loadtest.bench_overhead [--litellm /path/to/venv/bin/litellm] [--upstream sim]
 
 Targets: the upstream directly, the gateway in front of it, and optionally another
 OpenAI-compatible proxy in front of the same upstream. The upstream is
@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,9 +32,12 @@ from typing import Any
 import aiohttp
 import httpx
 
+from loadtest.benchkit import build_store, percentile, process
 from loadtest.threaded import free_port
 
 RESULTS = Path(__file__).resolve().parent / "results"
+# Sent to every target (the gateway runs open and the upstream ignores it; LiteLLM needs it).
+BENCH_KEY = "sk-bench-0123456789abcdef0123456789abcdef"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -43,29 +45,6 @@ def cpu_seconds(pid: int) -> float:
     """utime + stime of a process, seconds."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-@contextlib.contextmanager
-def server(command: list[str], health: str) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health, timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[:4]} did not start")
-            time.sleep(0.1)
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 @dataclass
@@ -83,7 +62,8 @@ async def drive(url: str, model: str, concurrency: int, requests: int, stream: b
         body["stream"] = True
     result, left = Round(), [requests]
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(url, connector=connector) as http:
+    headers = {"Authorization": f"Bearer {BENCH_KEY}"}
+    async with aiohttp.ClientSession(url, connector=connector, headers=headers) as http:
 
         async def client() -> None:
             while left[0] > 0:
@@ -122,14 +102,9 @@ def summarise(r: Round, requests: int, cpu_s: float | None) -> dict[str, Any]:
 
 
 def gateway_config(root: Path, upstream: str, port: int) -> Path:
-    from server.store.layout import ValidationLimits
-    from server.store.manifest import Channels
-    from server.store.store import AdapterStore
-    from tests.factory import TINY_CONFIG, TINY_SPEC, add_version
+    from tests.factory import TINY_CONFIG
 
-    store = AdapterStore(root / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
-    add_version(store, root, "alpha", "v1")
-    store.update_channels("alpha", lambda c: Channels(stable="v1"), actor="bench", action="promote")
+    store = build_store(root, ["alpha"])
     (root / "base.json").write_text(json.dumps(TINY_CONFIG))
     settings = {
         "store": str(store.root),
@@ -155,10 +130,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                   "tiny-base", "--max-loras", "2", "--max-cpu-loras", "4", "--load-ms", "0",
                   "--ttft-ms", "0", "--token-ms", "0"]  # fmt: skip
     out: dict[str, Any] = {"config": vars(args) | {"other": args.other}, "rounds": []}
-    with tempfile.TemporaryDirectory() as tmp, server(up_cmd, f"{upstream}/health") as up:
+    with tempfile.TemporaryDirectory() as tmp, process(up_cmd, f"{upstream}/health") as up:
         config = gateway_config(Path(tmp), upstream, gw_port)
         gw_cmd = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config)]
-        with server(gw_cmd, f"{gateway}/readyz") as gw:
+        with process(gw_cmd, f"{gateway}/readyz") as gw:
             httpx.post(f"{gateway}/v1/completions", json={"model": "alpha", "prompt": "x"})
             targets: list[tuple[str, str, str, int | None]] = [
                 ("direct", upstream, "alpha@v1", up.pid),
@@ -166,15 +141,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             ]
             if args.other:
                 targets.append(("other", args.other, args.other_model, None))
-            for rnd in range(args.rounds):
-                for stream in (False, True):
-                    for concurrency in args.concurrency:
-                        for name, url, model, pid in targets if rnd % 2 == 0 else targets[::-1]:
-                            out["rounds"].append(
-                                measure(name, url, model, pid, concurrency, stream, args)
-                            )
+            with contextlib.ExitStack() as more:
+                if args.litellm:
+                    url, pid = more.enter_context(litellm(args.litellm, upstream, Path(tmp)))
+                    targets.append(("litellm", url, "alpha", pid))
+                run_rounds(targets, args, out)
     out["table"] = table(out["rounds"])
     return out
+
+
+def run_rounds(
+    targets: list[tuple[str, str, str, int | None]], args: argparse.Namespace, out: dict[str, Any]
+) -> None:
+    """Every shape for every target; the targets' order alternates between rounds."""
+    for rnd in range(args.rounds):
+        for stream in (False, True):
+            for concurrency in args.concurrency:
+                for name, url, model, pid in targets if rnd % 2 == 0 else targets[::-1]:
+                    out["rounds"].append(measure(name, url, model, pid, concurrency, stream, args))
+
+
+@contextlib.contextmanager
+def litellm(binary: str, upstream: str, tmp: Path) -> Iterator[tuple[str, int]]:
+    """LiteLLM's proxy in front of the same upstream (model `alpha` -> `alpha@v1`)."""
+    config = tmp / "litellm.yaml"
+    model = {"model": "openai/alpha@v1", "api_base": f"{upstream}/v1", "api_key": "unused"}
+    config.write_text(
+        json.dumps({"model_list": [{"model_name": "alpha", "litellm_params": model}]})
+    )
+    port = free_port()
+    command = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    url = f"http://127.0.0.1:{port}"
+    with process(command, f"{url}/health/liveliness") as proc:
+        yield url, proc.pid
 
 
 def measure(name: str, url: str, model: str, pid: int | None, concurrency: int, stream: bool,
@@ -247,6 +246,7 @@ def main() -> None:
     parser.add_argument("--upstream", choices=["fast", "sim"], default="fast")
     parser.add_argument("--other", default=None, help="another proxy's base URL")
     parser.add_argument("--other-model", default="alpha@v1")
+    parser.add_argument("--litellm", default=None, help="path of LiteLLM's `litellm` command")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
     out = run(args)

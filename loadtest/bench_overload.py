@@ -16,48 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import random
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from loadtest.benchkit import build_store, percentile, process
 from loadtest.threaded import free_port
-from server.store.layout import ValidationLimits
-from server.store.manifest import Channels
-from server.store.store import AdapterStore
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
-
-
-@contextlib.contextmanager
-def server(command: list[str], health: str) -> Iterator[None]:
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health, timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[:4]} did not start")
-            time.sleep(0.1)
-        yield
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 async def offer(
@@ -103,15 +75,6 @@ async def offer(
     }
 
 
-def build_store(root: Path) -> AdapterStore:
-    from tests.factory import TINY_SPEC, add_version
-
-    store = AdapterStore(root / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
-    add_version(store, root, "alpha", "v1")
-    store.update_channels("alpha", lambda c: Channels(stable="v1"), actor="bench", action="promote")
-    return store
-
-
 def gateway_config(root: Path, engine: str, args: argparse.Namespace, port: int) -> Path:
     from tests.factory import TINY_CONFIG
 
@@ -142,13 +105,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
            "--answer-tokens", str(args.max_tokens)]  # fmt: skip
     engine = f"http://127.0.0.1:{sim_port}"
     out: dict[str, Any] = {"engine_capacity_rps": round(capacity, 1), "config": vars(args)}
-    with tempfile.TemporaryDirectory() as tmp, server(sim, f"{engine}/health"):
+    with tempfile.TemporaryDirectory() as tmp, process(sim, f"{engine}/health"):
         root = Path(tmp)
-        build_store(root)
+        build_store(root, ["alpha"])
         config = gateway_config(root, engine, args, gw_port)
         command = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config)]
         gateway = f"http://127.0.0.1:{gw_port}"
-        with server(command, f"{gateway}/readyz"):
+        with process(command, f"{gateway}/readyz"):
             httpx.post(f"{gateway}/v1/completions", json={"model": "alpha", "prompt": "x"})
             for load in args.loads:  # alternate targets at each load level
                 rate = load * capacity

@@ -18,50 +18,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadtest.bench_overload import RESULTS, percentile
+from loadtest.benchkit import percentile, process
 from loadtest.threaded import free_port
 from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
 
+RESULTS = Path(__file__).resolve().parent / "results"
 ADMIN = "bench-admin-token"
 TICKS_PER_S = os.sysconf("SC_CLK_TCK")
-
-
-@contextlib.contextmanager
-def server(command: list[str], health: str) -> Iterator[int]:
-    """A server process, ready (its `health` URL answers 200); yields its pid."""
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(health, timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command[:4]} did not start")
-            time.sleep(0.1)
-        yield proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def cpu_s(pid: int) -> float:
@@ -153,14 +132,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = f"http://127.0.0.1:{sim_port}"
     out: dict[str, Any] = {"config": {k: str(v) for k, v in vars(args).items()}, "rounds": []}
     pooled: dict[str, list[float]] = {"none": [], "shadow": []}
-    with tempfile.TemporaryDirectory() as tmp, server(sim, f"{engine}/health") as sim_pid:
+    with tempfile.TemporaryDirectory() as tmp, process(sim, f"{engine}/health") as sim_proc:
         root = Path(tmp)
         store = build_store(root)
         config = gateway_config(root, engine, gw_port, metrics_port)
         command = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config)]
         gateway = f"http://127.0.0.1:{gw_port}"
         admin = {"Authorization": f"Bearer {ADMIN}"}
-        with server(command, f"{gateway}/readyz") as gateway_pid:
+        with process(command, f"{gateway}/readyz") as gateway_proc:
+            gateway_pid, sim_pid = gateway_proc.pid, sim_proc.pid
             asyncio.run(offer(gateway, args.rate, 2.0, args.max_tokens, seed=999))  # warm up
             for i in range(args.rounds):
                 mode = ("shadow", "none")[i % 2] if args.shadow_first else ("none", "shadow")[i % 2]

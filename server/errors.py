@@ -16,7 +16,9 @@ LoragateError                    base: HTTP status + OpenAI error `type`/`code`
 ├── PayloadTooLarge         413  body or upload over its limit
 ├── RateLimited             429  tenant over its rate or concurrency (Retry-After)
 ├── Unavailable             503  no capacity now (Retry-After): slots busy, engine down
-│   └── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
+│   ├── VersionNotReady     503  a version's files do not pass validation (yet): half-copied
+│   ├── AdapterGone         503  engine 404: another gateway unloaded the version (retried once)
+│   └── EngineUnreachable   503  the engine refused the connection: nothing sent (retried once)
 ├── UpstreamError           502  the engine answered with an error we cannot pass on
 │   └── AdapterLoadFailed   502  the engine refused or failed to load a version
 ├── UpstreamTimeout         504  the engine did not answer in time
@@ -176,6 +178,20 @@ class VersionNotReady(Unavailable):
     directory still being copied into the store (its checksums do not match yet)."""
 
     code = "version_not_ready"
+
+
+class AdapterGone(Unavailable):
+    """Raised when an engine answers 404 for the model of a generation call: another gateway
+    replica unloaded that version (or the engine restarted) between acquire and send."""
+
+    code = "adapter_gone"
+
+
+class EngineUnreachable(Unavailable):
+    """Raised when an engine cannot be connected to (refused, no route): nothing was sent,
+    so the gateway may send the request to another engine."""
+
+    code = "engine_unreachable"
 
 
 class UpstreamError(LoragateError):

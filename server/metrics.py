@@ -137,6 +137,47 @@ class Metrics:
             buckets=LOAD_BUCKETS,
             registry=r,
         )
+        # Scale-out: several gateways over shared engines; pins and fairness (#13, #12.6).
+        self.adapter_already_loaded = Counter(
+            "loragate_adapter_already_loaded_total",
+            "Loads the engine answered 'already loaded' (another gateway loaded it): hits",
+            ["engine"],
+            registry=r,
+        )
+        self.adapter_gone_retries = Counter(
+            "loragate_adapter_gone_retries_total",
+            "Requests retried once after the engine answered 404 for a version another "
+            "gateway had just unloaded",
+            ["engine"],
+            registry=r,
+        )
+        self.slot_drains = Counter(
+            "loragate_slot_drains_total",
+            "Busy slots drained (no new requests, evicted when idle) for a waiting request",
+            ["engine"],
+            registry=r,
+        )
+        self.slot_waiting_requests = Gauge(
+            "loragate_slot_waiting_requests",
+            "Requests waiting for an adapter slot on an engine",
+            ["engine"],
+            registry=r,
+        )
+        self.slot_refusals = Counter(
+            "loragate_slot_refusals_total",
+            "Requests refused (503) for lack of a slot; reason=pinned when an idle pinned "
+            "slot held the room (pins crowd out traffic), busy otherwise",
+            ["engine", "reason"],
+            registry=r,
+        )
+        self.pinned_versions = Gauge(
+            "loragate_pinned_versions", "Versions kept warm on every engine (pins)", registry=r
+        )
+        self.pins_over_budget = Gauge(
+            "loragate_pins_over_budget",
+            "Versions that would be pinned but exceed max_pinned_share of the slots",
+            registry=r,
+        )
         self.swaps = WindowCounter(window_s)
         self.adapter_requests = WindowCounter(window_s)
         r.register(_SwapRatio(self.swaps, self.adapter_requests))
@@ -176,6 +217,25 @@ class Metrics:
         )
         self.inflight_requests = Gauge(
             "loragate_inflight_requests", "Requests in flight to an engine", ["engine"], registry=r
+        )
+        # Admission (server/engines/admission.py).
+        self.requests_shed = Counter(
+            "loragate_requests_shed_total",
+            "Requests refused with 503 because an engine's admission queue was full",
+            ["engine"],
+            registry=r,
+        )
+        self.admission_limit = Gauge(
+            "loragate_admission_limit",
+            "Requests this gateway sends to an engine at once (learned from its queue)",
+            ["engine"],
+            registry=r,
+        )
+        self.admission_waiting = Gauge(
+            "loragate_admission_waiting",
+            "Requests waiting in this gateway for one of an engine's slots",
+            ["engine"],
+            registry=r,
         )
         self.engine_restarts = Counter(
             "loragate_engine_restarts_total",

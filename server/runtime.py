@@ -9,20 +9,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
-from server.engines.admission import Admission, EngineQueue
+from server.engines.admission import Admission
 from server.engines.client import EngineClient, HttpEngineClient
+from server.engines.discovery import (
+    Discovery,
+    EngineTarget,
+    Resolver,
+    resolve_dns,
+    static_targets,
+)
+from server.engines.fleet import Fleet
 from server.engines.placement import Placement
+from server.engines.policies import make_policy
 from server.engines.registry import Registry
+from server.engines.residency import EngineView, Residency
 from server.engines.supervisor import EngineSupervisor
+from server.engines.swaplock import LOCK_DIR, FileSwapLocks
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.metrics import Metrics
 from server.releases.canary_controller import CanaryController
-from server.releases.channels import active_versions, pinned_versions
+from server.releases.channels import active_versions, pin_budget, pin_candidates
 from server.releases.outcomes import OutcomeLog
 from server.releases.service import ReleaseService
 from server.releases.shadow_report import ShadowReports
@@ -33,7 +45,7 @@ from server.serving.prepare import Caps
 from server.serving.routing import Router
 from server.serving.shadow import ShadowTraffic
 from server.serving.tenants import Tenants
-from server.settings import EngineConfig, Settings
+from server.settings import Settings
 from server.store.base_model import BaseModelSpec, demo_base_config
 from server.store.layout import ValidationLimits
 from server.store.snapshot import AdapterVersion
@@ -47,7 +59,12 @@ STORE_POLL_S = 0.5  # a store change is picked up within 1 s
 class Runtime:
     """Store, engines, registry, router, gateway and metrics of one gateway process."""
 
-    def __init__(self, settings: Settings, engines: dict[str, EngineClient] | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        engines: dict[str, EngineClient] | None = None,
+        resolver: Resolver = resolve_dns,
+    ):
         self.settings = settings
         self.metrics = Metrics(window_s=settings.swap_ratio_window_s)
         base = BaseModelSpec.from_config_file(
@@ -58,37 +75,47 @@ class Runtime:
         self.store = AdapterStore(
             settings.store, base, ValidationLimits(max_lora_rank=settings.max_lora_rank)
         )
-        names = settings.engine_names()
+        static = static_targets(settings.engines)
         self.engines: dict[str, EngineClient] = engines or {
-            name: self._client(name, cfg.base_url())
-            for name, cfg in zip(names, settings.engines, strict=True)
+            name: self._client(target) for name, target in static.items()
         }
-        capacity = {n: cfg.max_cpu_loras for n, cfg in zip(names, settings.engines, strict=True)}
+        self.residency = Residency(settings.residency_refresh_s)
+        self.residency.listen(self._engine_view)
+        self._swap_locks = FileSwapLocks(settings.store / LOCK_DIR)
         self.registry = Registry(
-            {name: (client, capacity.get(name, 4)) for name, client in self.engines.items()},
+            {
+                name: (client, static[name].capacity if name in static else 4)
+                for name, client in self.engines.items()
+            },
             self.metrics,
             thrash_window_s=settings.thrash_window_s,
             wait_timeout_s=settings.load_wait_timeout_s,
+            min_hold_s=settings.slot_min_hold_s,
             check=self._check_version,
+            residency=self.residency,
+            locks=self._swap_locks,
         )
         self.supervisors = [
             EngineSupervisor(
                 name,
-                cfg.managed,
-                cfg.max_cpu_loras,
+                target.managed,
+                target.capacity,
                 settings.base_model,
                 settings.log_dir,
                 on_ready=self.check_engines,
                 on_restart=functools.partial(self._engine_exited, name),
             )
-            for name, cfg in zip(names, settings.engines, strict=True)
-            if cfg.managed is not None and engines is None
+            for name, target in static.items()
+            if target.managed is not None and engines is None
         ]
-        self.placement = Placement(self.registry)
-        configs = dict(zip(names, settings.engines, strict=True))
-        self.admission = Admission(
-            {name: self._queue(name, configs.get(name)) for name in self.engines}
-        )
+        policy = make_policy(settings.placement_policy, settings.placement_load_factor)
+        self.placement = Placement(self.registry, policy)
+        self.admission = Admission(settings.max_queue_wait_s, self.metrics)
+        for name in self.engines:
+            target = static.get(name) or EngineTarget(name, "", 4)
+            self.admission.add(name, target.max_inflight, target.max_queue)
+        self.discovery = Discovery(settings.engines, resolver)
+        self.fleet = Fleet(self.engines, self.placement, self.admission, self._client)
         self.router = Router(self.store, settings.base_model)
         self.tenants = Tenants(settings.tenants_file)
         self.catalog = ModelCatalog(self.store, self.placement, settings.base_model)
@@ -126,6 +153,7 @@ class Runtime:
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
+        self._started = False
         self.draining = False  # set on SIGTERM: /readyz answers 503 from then on
 
     def _rollout_parts(self, caps: Caps) -> None:
@@ -143,17 +171,11 @@ class Runtime:
             max_inflight=self.settings.shadow_max_inflight,
         )
 
-    def _queue(self, name: str, cfg: EngineConfig | None) -> EngineQueue:
-        fields = EngineConfig.model_fields
-        limit = cfg.max_inflight if cfg else fields["max_inflight"].default
-        queue = cfg.max_queue if cfg else fields["max_queue"].default
-        return EngineQueue(name, limit, queue, self.settings.max_queue_wait_s)
-
-    def _client(self, name: str, url: str) -> EngineClient:
+    def _client(self, target: EngineTarget) -> EngineClient:
         s = self.settings
         return HttpEngineClient(
-            name,
-            url,
+            target.name,
+            target.url,
             connect_timeout_s=s.connect_timeout_s,
             request_timeout_s=s.request_timeout_s,
             load_timeout_s=s.load_timeout_s,
@@ -192,11 +214,20 @@ class Runtime:
         self._apply_pins()
         for supervisor in self.supervisors:
             supervisor.start()
+        if self.discovery.dynamic:
+            await self.discover()
+            self._spawn(self._every(self.settings.discovery_interval_s, self.discover))
         await self.check_engines()
+        for name in list(self.engines):
+            self.residency.start(name)
+        self._started = True
         self._spawn(self._every(self.settings.reconcile_interval_s, self.check_engines))
         self._spawn(self._every(STORE_POLL_S, self.poll_store))
         self._spawn(self._every(self.settings.canary_interval_s, self.canaries.tick))
         self._spawn(self._every(self.settings.shadow_report_interval_s, self.shadow_reports.flush))
+        # What start-up built lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise stall a request for milliseconds now and then.
+        gc.freeze()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -209,6 +240,7 @@ class Runtime:
         await self.registry.aclose()
         for client in self.engines.values():
             await client.aclose()
+        self._swap_locks.close()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)
@@ -226,20 +258,34 @@ class Runtime:
     # --- jobs ----------------------------------------------------------------------------
 
     async def check_engines(self) -> None:
-        """Health of every engine; reconcile residency of those that answer."""
+        """Reconcile every engine: a fresh look (health and residency), trim, warm pins."""
         self._apply_pins()  # rollback windows expire with time, not only on store changes
-        for name, client in self.engines.items():
-            healthy = await client.health()
-            self.metrics.engine_up.labels(name).set(1 if healthy else 0)
-            if not healthy:
-                if self.placement.mark_down(name):
-                    log.warning("engine down", extra={"engine": name})
-                continue
-            self.placement.mark_up(name)
-            try:
-                await self.registry.reconcile(name)
-            except LoragateError as exc:
-                log.warning("reconcile failed", extra={"engine": name, "error": exc.message})
+        for name in list(self.engines):
+            await self._reconcile(name)
+
+    async def _reconcile(self, name: str) -> None:
+        try:
+            await self.registry.reconcile(name)
+        except LoragateError as exc:
+            log.warning("reconcile failed", extra={"engine": name, "error": exc.message})
+
+    def _engine_view(self, name: str, view: EngineView) -> None:
+        """Health from each fresh view: route to the engines that answer; an engine that
+        comes back (restarted, or recovered) is reconciled and gets its pins re-warmed."""
+        self.metrics.engine_up.labels(name).set(1 if view.healthy else 0)
+        if not view.healthy:
+            if self.placement.mark_down(name):
+                log.warning("engine down", extra={"engine": name})
+            return
+        self.admission.observe(name, view.load.running, view.load.waiting)
+        if self.placement.mark_up(name) and self._started:
+            log.info("engine up", extra={"engine": name})
+            self._spawn(self._reconcile(name))
+
+    async def discover(self) -> None:
+        """Re-resolve the DNS entries; engines that appear are added (and reconciled), those
+        that vanish are drained."""
+        await self.fleet.sync(await self.discovery.resolve())
 
     def _engine_exited(self, name: str) -> None:
         """A managed engine died: stop routing to it now; `on_ready` brings it back."""
@@ -260,11 +306,16 @@ class Runtime:
         log.info("store rescanned", extra={"versions": self.store.snapshot.version_count()})
 
     def _apply_pins(self) -> None:
-        budget = min((e.capacity for e in self.registry.engines.values()), default=1) - 1
-        pins = pinned_versions(
-            self.store.snapshot, datetime.now(UTC), self.settings.rollback_window_s, budget
+        """Pins within `max_pinned_share` of the smallest engine's slots (#12.6)."""
+        slots = [e.capacity for e in self.registry.engines.values()] or [
+            e.max_cpu_loras for e in self.settings.engines
+        ]
+        budget = pin_budget(min(slots, default=4), self.settings.max_pinned_share)
+        wanted = pin_candidates(
+            self.store.snapshot, datetime.now(UTC), self.settings.rollback_window_s
         )
-        self.registry.set_pins(pins)
+        self.registry.set_pins(wanted[:budget])
+        self.metrics.pins_over_budget.set(max(0, len(wanted) - budget))
 
     def ready(self) -> bool:
         return (

@@ -33,13 +33,19 @@ class ManagedEngine(BaseModel):
 
 
 class EngineConfig(BaseModel):
-    """One vLLM engine: an external `url`, or a `managed` one the gateway starts."""
+    """One vLLM engine: an external `url`, a `managed` one the gateway starts, or every
+    engine behind a `dns` name (a Kubernetes headless Service), re-resolved periodically."""
 
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, description="label in metrics; defaults to engine-<index>")
     url: str | None = None
     managed: ManagedEngine | None = None
+    dns: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9.-]+:\d{1,5}$",
+        description="host:port whose A/AAAA records are the engines (each named ip:port)",
+    )
     max_cpu_loras: int = Field(4, ge=1, description="adapter slots the registry manages here")
     # Admission (server/engines/admission.py): requests sent at once, and waiting beyond that.
     max_inflight: int = Field(64, ge=1, description="requests sent to the engine at once")
@@ -47,14 +53,14 @@ class EngineConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> EngineConfig:
-        if (self.url is None) == (self.managed is None):
-            raise ValueError("an engine needs exactly one of `url` or `managed`")
+        if sum(x is not None for x in (self.url, self.managed, self.dns)) != 1:
+            raise ValueError("an engine needs exactly one of `url`, `managed` or `dns`")
         return self
 
     def base_url(self) -> str:
         if self.url is not None:
             return self.url.rstrip("/")
-        assert self.managed is not None
+        assert self.managed is not None, "a dns entry has one URL per resolved address"
         return f"http://127.0.0.1:{self.managed.port}"
 
 
@@ -84,6 +90,20 @@ class Settings(BaseSettings):
     # A request waits for an engine slot at most this long, and is refused at once (503 with
     # Retry-After) when the queue ahead of it should take longer (seconds).
     max_queue_wait_s: float = Field(10.0, ge=0)
+
+    # Scale-out and slot fairness (server/engines/: residency, policies, discovery).
+    placement_policy: Literal["affinity", "round_robin", "least_loaded"] = "affinity"
+    placement_load_factor: float = Field(
+        2.0, ge=1.0, description="affinity: no engine above this x the least load (+4 requests)"
+    )
+    residency_refresh_s: float = Field(1.0, gt=0, description="engine view refresh period")
+    discovery_interval_s: float = Field(5.0, gt=0, description="DNS re-resolution period")
+    max_pinned_share: float = Field(
+        0.5, ge=0, le=1, description="share of an engine's slots that pins may take"
+    )
+    slot_min_hold_s: float = Field(
+        1.0, ge=0, description="a loaded slot is not drained for a waiting request before this"
+    )
 
     # Engine calls (seconds).
     connect_timeout_s: float = Field(5.0, gt=0)

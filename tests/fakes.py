@@ -25,6 +25,8 @@ class FakeEngine:
     loaded: dict[str, str] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     healthy: bool = True
+    busy: set[str] = field(default_factory=set)  # LoRAs with a request running (any gateway)
+    max_loaded: int = 0  # high-water mark of `loaded` (capacity checks)
 
     async def health(self) -> bool:
         return self.healthy
@@ -42,6 +44,7 @@ class FakeEngine:
             raise AdapterLoadFailed(f"The lora adapter '{lora_name}' has already been loaded.")
         if not self.lie_on_load:
             self.loaded[lora_name] = lora_path
+            self.max_loaded = max(self.max_loaded, len(self.loaded))
 
     async def unload_lora(self, lora_name: str) -> None:
         self.calls.append(("unload", lora_name))
@@ -55,7 +58,15 @@ class FakeEngine:
         yield b"data: [DONE]\n\n"
 
     async def metrics_text(self) -> str:
-        return ""
+        # vLLM's format: the current lora_requests_info label set has the newest timestamp.
+        names = ",".join(sorted(self.busy))
+        return (
+            'vllm:lora_requests_info{max_lora="2",running_lora_adapters="",'
+            'waiting_lora_adapters=""} 1.0\n'
+            f'vllm:lora_requests_info{{max_lora="2",running_lora_adapters="{names}",'
+            f'waiting_lora_adapters=""}} 2.0\n'
+            f'vllm:num_requests_running{{engine="0",model_name="{self.base}"}} {len(self.busy)}\n'
+        )
 
     async def aclose(self) -> None:
         return None

@@ -70,6 +70,10 @@ class SimStats:
     loads: int = 0
     load_failures: int = 0
     unloads: int = 0
+    # Unloads of an adapter with a request running or waiting at that moment (what
+    # vllm:lora_requests_info reported): a gateway's eviction should never do that.
+    unloads_while_busy: int = 0
+    max_registered: int = 0  # high-water mark of registered adapters (capacity checks)
     cpu_cache_reloads: int = 0
     cpu_cache_evictions: int = 0
     requests: Counter[str] = field(default_factory=Counter)
@@ -166,6 +170,7 @@ class SimEngine:
         if not faults.load_lies:
             self._registered[name] = adapter
             self.stats.loads += 1
+            self.stats.max_registered = max(self.stats.max_registered, len(self._registered))
         return f"Success: LoRA adapter '{name}' added successfully."
 
     def _check_load(self, name: str, path: str, load_inplace: bool) -> None:
@@ -190,6 +195,8 @@ class SimEngine:
                 raise ModelNotFound(f"The lora adapter '{name}' cannot be found.")
             del self._registered[name]
             self.stats.unloads += 1
+            if name in self.scheduler.unfinished_loras:
+                self.stats.unloads_while_busy += 1
             return f"Success: LoRA adapter '{name}' removed successfully."
 
     # --- generation ---
@@ -368,6 +375,8 @@ class SimEngine:
             "loads": stats.loads,
             "load_failures": stats.load_failures,
             "unloads": stats.unloads,
+            "unloads_while_busy": stats.unloads_while_busy,
+            "max_registered": stats.max_registered,
             "cpu_cache_reloads": stats.cpu_cache_reloads,
             "cpu_cache_evictions": stats.cpu_cache_evictions,
             "requests": dict(stats.requests),

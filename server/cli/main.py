@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from server.cli import rollout
+from server.cli.loadtest import app as loadtest_app
 from server.cli.remote import DEFAULT_URL, NameArg, UrlOpt, VersionArg, admin, show_change
 from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
@@ -29,6 +30,7 @@ from server.store.validation import validate_version
 app = typer.Typer(help="loragate: many LoRA adapters, one base model, served like releases.")
 adapters_app = typer.Typer(help="Package, validate and manage adapter versions.")
 app.add_typer(adapters_app, name="adapters")
+app.add_typer(loadtest_app, name="loadtest")
 console = Console()
 err_console = Console(stderr=True)
 

@@ -6,6 +6,13 @@ expected wait — the requests ahead of them times the mean service time, over `
 `max_wait_s`, and the queue holds at most `max_queue`. Anything else is refused at once with
 503 and a `Retry-After` computed from the queue, so accepted requests keep their latency and
 the rest are told when to come back. A request that still waits `max_wait_s` is refused then.
+
+The limit is learned from the engine where it reports its queue (vLLM's
+`vllm:num_requests_waiting`, read about once a second with the rest of its view, `observe`):
+while the engine queues requests itself, it is given more than it runs at once, so the limit
+shrinks by a tenth; while requests wait here and the engine queues nothing, it grows by one,
+back up to the configured `max_inflight`. Several gateways share an engine this way without
+knowing of each other.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from server.errors import Unavailable
+from server.metrics import Metrics
 
 EWMA_WEIGHT = 0.1  # of each new service time in the running mean
 
@@ -28,17 +36,31 @@ class EngineQueue:
     """Admission for one engine."""
 
     engine: str
-    limit: int
+    limit: int  # requests sent to the engine at once, learned (see observe) ...
     max_queue: int
     max_wait_s: float
     clock: Callable[[], float] = time.monotonic
+    on_shed: Callable[[], None] = lambda: None
+    max_limit: int = 0  # ... up to this: the configured max_inflight (0: the initial limit)
     inflight: int = 0
     service_s: float = 0.0  # running mean of how long an admitted request takes
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
+    def __post_init__(self) -> None:
+        self.max_limit = self.max_limit or self.limit
+
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def observe(self, engine_running: int, engine_waiting: int) -> None:
+        """The engine's own counts (all gateways' requests): adapt the limit (AIMD)."""
+        if engine_waiting > 0:
+            self.limit = max(1, min(self.limit, int(self.limit * 0.9)))
+        elif self._waiters and self.inflight >= self.limit:
+            self.limit = min(self.max_limit, self.limit + 1)
+        while self.inflight < self.limit and self._hand_over():  # room made: let waiters in
+            self.inflight += 1
 
     def expected_wait_s(self, position: int) -> float:
         """How long the request at `position` in the queue (0: next) should wait."""
@@ -87,15 +109,22 @@ class EngineQueue:
             raise
 
     def _leave(self) -> None:
-        """Hand the slot to the next waiter, or free it."""
+        """Hand the slot to the next waiter (unless the limit shrank below what runs), or
+        free it."""
+        if self.inflight > self.limit or not self._hand_over():
+            self.inflight -= 1
+
+    def _hand_over(self) -> bool:
+        """Give one held slot to the next live waiter; False if there is none."""
         while self._waiters:
             turn = self._waiters.popleft()
             if not turn.done():
                 turn.set_result(None)  # the slot moves to it: inflight unchanged
-                return
-        self.inflight -= 1
+                return True
+        return False
 
     def _full(self, wait_s: float) -> Unavailable:
+        self.on_shed()
         return Unavailable(
             f"engine {self.engine} is at capacity ({self.inflight} running, "
             f"{len(self._waiters)} waiting); retry in {math.ceil(wait_s)} s",
@@ -104,10 +133,35 @@ class EngineQueue:
 
 
 class Admission:
-    """The admission queues of every engine."""
+    """The admission queues of every engine (engines come and go with discovery)."""
 
-    def __init__(self, queues: dict[str, EngineQueue]) -> None:
-        self.queues = queues
+    def __init__(self, max_wait_s: float, metrics: Metrics | None = None) -> None:
+        self.max_wait_s = max_wait_s
+        self.metrics = metrics
+        self.queues: dict[str, EngineQueue] = {}
+
+    def add(self, engine: str, limit: int, max_queue: int) -> None:
+        metrics = self.metrics
+
+        def shed() -> None:
+            if metrics is not None:
+                metrics.requests_shed.labels(engine).inc()
+
+        queue = EngineQueue(engine, limit, max_queue, self.max_wait_s, on_shed=shed)
+        self.queues[engine] = queue
+
+    def remove(self, engine: str) -> None:
+        self.queues.pop(engine, None)
+
+    def observe(self, engine: str, running: int, waiting: int) -> None:
+        """The engine's own request counts (from its view): learn its limit."""
+        queue = self.queues.get(engine)
+        if queue is None:
+            return
+        queue.observe(running, waiting)
+        if self.metrics is not None:
+            self.metrics.admission_limit.labels(engine).set(queue.limit)
+            self.metrics.admission_waiting.labels(engine).set(queue.waiting)
 
     def admit(self, engine: str) -> contextlib.AbstractAsyncContextManager[None]:
         return self.queues[engine].admit()

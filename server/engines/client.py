@@ -22,7 +22,9 @@ import aiohttp
 
 from server import jsonio
 from server.errors import (
+    AdapterGone,
     AdapterLoadFailed,
+    EngineUnreachable,
     InvalidRequest,
     LoragateError,
     NotFound,
@@ -126,7 +128,9 @@ class HttpEngineClient:
         except (TimeoutError, aiohttp.ServerTimeoutError):
             raise UpstreamTimeout(f"engine {self.name} did not answer {path} in time") from None
         except aiohttp.ClientError as exc:
-            raise Unavailable(
+            # Refused: nothing was sent, another engine may take it (EngineUnreachable).
+            refused = isinstance(exc, aiohttp.ClientConnectorError)
+            raise (EngineUnreachable if refused else Unavailable)(
                 f"engine {self.name} is unreachable: {type(exc).__name__}", retry_after_s=5
             ) from None
         try:
@@ -242,8 +246,9 @@ class Answer:
             return
         message = self.message()
         if self.status == 404:
-            # The adapter vanished from the engine between acquire and forward (restart).
-            raise Unavailable(
+            # The adapter left the engine between acquire and forward: another gateway
+            # unloaded it, or the engine restarted. The gateway reloads it and retries once.
+            raise AdapterGone(
                 f"engine {engine} no longer holds the model: {message}", retry_after_s=1
             )
         if self.status in (400, 422):

@@ -1,17 +1,19 @@
 """Which engines are up, which one serves a request, and the lease that holds it there.
 
-`Placement` is the one owner of engine health as the gateway sees it: the runtime's health
-checks mark engines up or down, routing reads `up_engines()`, and every request goes through
-`lease(key, version)`. The base model is an ordinary target that every engine always holds
-(LoRAX's "base model adapter"); adapters are made resident through the registry.
+`Placement` is the one owner of engine health as the gateway sees it: the runtime marks
+engines up or down from their views (`Residency`), discovery drains the ones that vanished,
+routing reads `up_engines()`, and every request goes through `lease(key, version)`. The choice
+itself is the configured `Policy` (`policies`). The base model is an ordinary target that
+every engine always holds (LoRAX's "base model adapter"); adapters are made resident
+through the registry.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import AsyncIterator
 
+from server.engines.policies import Affinity, Policy
 from server.engines.registry import Registry
 from server.errors import Unavailable
 from server.store.snapshot import AdapterVersion
@@ -20,9 +22,11 @@ from server.store.snapshot import AdapterVersion
 class Placement:
     """Engine health, engine choice and leases over one `Registry`."""
 
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, policy: Policy | None = None) -> None:
         self.registry = registry
+        self.policy = policy or Affinity()
         self._up: set[str] = set(registry.engines)
+        self._draining: set[str] = set()
 
     # --- health ----------------------------------------------------------------------------
 
@@ -38,27 +42,34 @@ class Placement:
         self._up.discard(engine)
         return was_up
 
+    def drain(self, engine: str) -> None:
+        """Route nothing new to `engine` (it left discovery); its requests finish."""
+        self._draining.add(engine)
+
+    def undrain(self, engine: str) -> None:
+        """`engine` is back in discovery before it was removed."""
+        self._draining.discard(engine)
+
+    def forget(self, engine: str) -> None:
+        """`engine` is gone for good (drained and removed from the registry)."""
+        self._up.discard(engine)
+        self._draining.discard(engine)
+
+    def draining(self) -> list[str]:
+        return sorted(self._draining)
+
     def up_engines(self) -> list[str]:
-        return sorted(self._up)
+        return sorted(self._up - self._draining)
 
     # --- choice and lease ------------------------------------------------------------------
 
     def choose(self, key: str, adapter: bool) -> str:
-        """An engine holding `key` (least in flight), else its rendezvous-hash home engine,
-        unless that one is much busier than the least busy (bounded load). The base model
-        (`adapter` False) goes to the least busy engine. Raises `Unavailable` if none is up."""
+        """The policy's engine for `key` (a version's engine name, or the base id when
+        `adapter` is False) among the engines up. Raises `Unavailable` if none is up."""
         candidates = self.up_engines()
         if not candidates:
             raise Unavailable("no engine is up", retry_after_s=5)
-        load = self.registry.inflight
-        least = min(candidates, key=load)
-        if not adapter:
-            return least
-        holding = [e for e in candidates if self.registry.is_resident(e, key)]
-        if holding:
-            return min(holding, key=load)
-        home = max(candidates, key=lambda e: hashlib.sha256(f"{e}|{key}".encode()).digest())
-        return least if load(home) > 2 * load(least) + 4 else home
+        return self.policy.choose(key if adapter else None, candidates, self.registry)
 
     @contextlib.asynccontextmanager
     async def lease(self, key: str, version: AdapterVersion | None) -> AsyncIterator[str]:
@@ -67,8 +78,19 @@ class Placement:
 
         Raises `Unavailable` (no engine up, no slot in time) and `AdapterLoadFailed`."""
         engine = self.choose(key, adapter=version is not None)
-        await self.registry.acquire(engine, version)
+        hold = await self.registry.acquire(engine, version)
         try:
             yield engine
         finally:
-            self.registry.release(engine, version)
+            self.registry.release(hold)
+
+    def unreachable(self, engine: str) -> None:
+        """`engine` refused a connection: route nothing to it until its view is healthy."""
+        self.mark_down(engine)
+        self.registry.residency.kick(engine)
+
+    def lost(self, engine: str, key: str) -> None:
+        """`engine` answered 404 for `key` (another gateway unloaded it): forget the slot so
+        the next lease loads it again."""
+        self.registry.metrics.adapter_gone_retries.labels(engine).inc()
+        self.registry.forget(engine, key)

@@ -1,85 +1,52 @@
-"""Which adapter versions are loaded on which engine: LRU over each engine's slots.
+"""Which adapter versions are loaded on which engine, shared with every other gateway replica.
 
-Per engine, `capacity` slots (its `max_cpu_loras`). `acquire` is a hit (touch the LRU), or
-joins the one shared load of that version (single flight), or, when every slot is taken,
-unloads the least recently used version that is not pinned and has nothing in flight or
-waiting, then loads. If nothing can be evicted it waits up to `wait_timeout_s`, then raises
-`Unavailable` (503 + Retry-After).
+Per engine, `capacity` slots (its `max_cpu_loras`), counted from what the *engine* holds
+(`Residency` views: whichever gateway loaded them), plus this gateway's pending loads.
+`acquire` is a hit (touch the LRU), or joins the one shared load of that version (single
+flight), or starts a load. A load runs under the engine's swap lock (`swaplock`, shared by
+every replica): a fresh look at the engine, then, if it is full, the eviction of the least
+recently used version that is unpinned, unused here and neither running nor waiting on the
+engine; "already loaded" (another replica was faster) is a hit.
 
-State lives in plain dicts mutated only between awaits (asyncio is single-threaded), so no
-lock is needed; an `asyncio.Event` wakes requests waiting for a slot. The engine is the
-truth: a load counts only once the engine lists the version, and `reconcile` re-reads
-`/v1/models` at start, periodically and after an engine restart (re-warming pins).
+When every slot is busy, a waiting request drains one (`slots.EngineSlots.drain_candidate`):
+no new request is admitted to it and it is evicted once idle, so steady traffic on one
+adapter cannot starve another. If nothing frees up within `wait_timeout_s`, `Unavailable`
+(503 + Retry-After).
+
+State lives in plain dicts mutated only between awaits (asyncio is single-threaded). The
+engine calls that change residency are in `server.engines.swaps`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 
 from server.engines.client import EngineClient
-from server.errors import AdapterLoadFailed, LoragateError, NotFound, Unavailable, UpstreamError
+from server.engines.residency import EngineView, Residency
+from server.engines.slots import EngineSlots, Slot, SlotState, SlotView
+from server.engines.swaplock import LocalSwapLocks, SwapLocks
+from server.engines.swaps import NoRoom, Swaps
+from server.errors import AdapterLoadFailed, LoragateError, Unavailable
 from server.metrics import Metrics
 from server.store.snapshot import AdapterVersion
 
 log = logging.getLogger(__name__)
 
-
-class SlotState(enum.Enum):
-    LOADING = "loading"
-    READY = "ready"
-    UNLOADING = "unloading"
+WAITING_LOOK_S = 0.2  # while requests wait for a slot, the engine's view is refreshed this often
 
 
-@dataclass
-class Slot:
-    key: str  # engine-side LoRA name, `name@version`
-    adapter: str  # metric label: the adapter name (from the store)
-    state: SlotState
-    done: asyncio.Future[None]  # resolves when LOADING/UNLOADING ends
-    last_used: float = 0.0
-    inflight: int = 0
-    waiters: int = 0  # requests waiting on this slot's load; they become in-flight on success
+@dataclass(eq=False)
+class Hold:
+    """One request's hold on an engine (and on its adapter's slot), from `acquire`."""
 
-
-@dataclass(frozen=True)
-class SlotView:
-    """A read-only view of a slot, for admin listings and tests."""
-
-    key: str
-    state: str
-    inflight: int
-    pinned: bool
-    last_used: float
-
-
-@dataclass
-class EngineSlots:
-    """Residency of one engine."""
-
-    client: EngineClient
-    capacity: int
-    slots: dict[str, Slot] = field(default_factory=dict)
-    evicted_at: dict[str, float] = field(default_factory=dict)
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
-    base_inflight: int = 0  # requests for the base model, which needs no slot
-
-    def used(self) -> int:
-        # An UNLOADING slot is always paired with the LOADING slot replacing it.
-        return sum(1 for s in self.slots.values() if s.state is not SlotState.UNLOADING)
-
-    def inflight(self) -> int:
-        return self.base_inflight + sum(s.inflight for s in self.slots.values())
-
-    def notify(self) -> None:
-        self.changed.set()
-        self.changed = asyncio.Event()
+    engine: str
+    slot: Slot | None  # None: the base model, which needs no slot
+    released: bool = False
 
 
 class Registry:
@@ -92,36 +59,66 @@ class Registry:
         *,
         thrash_window_s: float = 60.0,
         wait_timeout_s: float = 10.0,
+        min_hold_s: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
         check: Callable[[AdapterVersion], Awaitable[None]] | None = None,
+        residency: Residency | None = None,
+        locks: SwapLocks | None = None,
     ) -> None:
-        self.engines = {name: EngineSlots(c, cap) for name, (c, cap) in engines.items()}
         self.metrics = metrics
-        self.thrash_window_s = thrash_window_s
         self.wait_timeout_s = wait_timeout_s
+        self.min_hold_s = min_hold_s  # a loaded slot is not drained before this, seconds
         self._clock = clock
-        # Runs before anything is evicted for a load: a broken version never costs a slot.
-        self._check = check
         self._pins: dict[str, AdapterVersion] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-        for name, eng in self.engines.items():
-            metrics.adapter_slots.labels(name).set(eng.capacity)
-            metrics.resident_adapters.labels(name).set(0)
+        self.residency = residency or Residency()
+        self.residency.listen(self.apply_view)
+        self.engines: dict[str, EngineSlots] = {}
+        self.swaps = Swaps(
+            self.engines,
+            metrics,
+            self.residency,
+            locks or LocalSwapLocks(),
+            clock=clock,
+            check=check,
+            pins=lambda: self._pins,
+            thrash_window_s=thrash_window_s,
+            wait_s=wait_timeout_s,
+        )
+        for name, (client, capacity) in engines.items():
+            self.add_engine(name, client, capacity)
 
-    # --- acquire / release ---------------------------------------------------------------
+    # --- engines ---------------------------------------------------------------------------
 
-    async def acquire(self, engine: str, version: AdapterVersion | None) -> None:
-        """Make `version` resident on `engine` and count one request in flight on it;
-        `None` is the base model, which every engine always holds.
+    def add_engine(self, name: str, client: EngineClient, capacity: int) -> None:
+        """Track `name` (its view is fetched by `reconcile` or the residency loop)."""
+        if name in self.engines:
+            return
+        self.engines[name] = EngineSlots(client, capacity)
+        self.residency.track(name, client)
+        self.metrics.adapter_slots.labels(name).set(capacity)
+        self.metrics.resident_adapters.labels(name).set(0)
+
+    async def remove_engine(self, name: str) -> None:
+        """Forget `name` (it left the fleet); holds still open are released quietly."""
+        eng = self.engines.pop(name, None)
+        await self.residency.untrack(name)
+        if eng is not None:
+            for slot in eng.slots.values():
+                if not slot.done.done():
+                    slot.done.set_exception(Unavailable(f"engine {name} left", retry_after_s=1))
+            eng.notify()
+
+    # --- acquire / release -------------------------------------------------------------------
+
+    async def acquire(self, engine: str, version: AdapterVersion | None) -> Hold:
+        """Make `version` resident on `engine` and hold it for one request; `None` is the base
+        model, which every engine always holds.
 
         Raises `Unavailable` when no slot frees up in time, `AdapterLoadFailed` when the
-        engine refuses the version (the registry is left as it was).
-        """
-        eng = self.engines[engine]
+        engine refuses the version (the registry is left as it was)."""
+        eng = self._engine(engine)
         if version is None:
-            eng.base_inflight += 1
-            self.metrics.inflight_requests.labels(engine).inc()
-            return
+            return self._hold(engine, eng, None)
         key = version.engine_name
         start = self._clock()
         deadline = start + self.wait_timeout_s
@@ -129,282 +126,234 @@ class Registry:
         while True:
             slot = eng.slots.get(key)
             if slot is not None and slot.state is SlotState.READY:
-                slot.inflight += 1
-                slot.last_used = self._clock()
-                self._observe_acquired(engine, missed, start)
-                return
+                return self._hit(engine, eng, slot, missed, start)
             missed = True
+            if slot is None and (failure := self._backing_off(engine, eng, key)) is not None:
+                raise failure
             if slot is not None and slot.state is SlotState.LOADING:
-                await self._join_load(eng, slot)
-                self._observe_acquired(engine, missed, start)
-                return
-            if slot is not None:  # UNLOADING: wait for it to go, then load it again
-                await asyncio.shield(slot.done)
-                continue
-            if eng.used() < eng.capacity:
-                self._start(self._load_into(engine, self._new_slot(eng, version), version))
-                continue
-            victim = self._victim(eng)
-            if victim is not None:
-                self._begin_unload(victim)
-                slot = self._new_slot(eng, version)
-                self._start(self._swap(engine, victim, slot, version))
-                continue
-            await self._wait_for_change(eng, deadline, key)
+                with contextlib.suppress(NoRoom):
+                    await self._join_load(slot)
+                    return self._hit(engine, eng, slot, missed, start)
+                await self._wait_for_change(engine, eng, deadline)
+            elif slot is not None:  # DRAINING or UNLOADING: wait for it to go, then load again
+                await self._wait_for_slot(engine, eng, slot, deadline)
+            elif not self._claim(engine, eng, version):
+                await self._wait_for_change(engine, eng, deadline)
 
-    def release(self, engine: str, version: AdapterVersion | None) -> None:
-        """End one request's hold taken by `acquire`."""
-        eng = self.engines[engine]
-        self.metrics.inflight_requests.labels(engine).dec()
-        if version is None:
-            eng.base_inflight -= 1
+    def _backing_off(self, engine: str, eng: EngineSlots, key: str) -> LoragateError | None:
+        """The last load of `key` failed and its backoff has not run out: that failure again,
+        with the time left as Retry-After, instead of another load."""
+        failed = eng.failed.get(key)
+        if failed is None:
+            return None
+        until, _, error = failed
+        left = until - self._clock()
+        if left <= 0:
+            return None
+        message = f"{error.message} (not retried for another {left:.0f} s)"
+        return AdapterLoadFailed(message, retry_after_s=max(1.0, left))
+
+    def release(self, hold: Hold) -> None:
+        """End the request's hold taken by `acquire` (idempotent)."""
+        if hold.released:
             return
-        slot = eng.slots.get(version.engine_name)
-        if slot is not None:  # None: reconcile dropped it after an engine restart
-            slot.inflight = max(0, slot.inflight - 1)
-            slot.last_used = self._clock()
-        eng.notify()
+        hold.released = True
+        self.metrics.inflight_requests.labels(hold.engine).dec()
+        if hold.slot is not None:  # possibly detached: the engine lost it meanwhile
+            hold.slot.inflight -= 1
+            hold.slot.last_used = self._clock()
+        eng = self.engines.get(hold.engine)
+        if eng is not None:
+            eng.inflight -= 1
+            eng.notify()
 
-    def _observe_acquired(self, engine: str, missed: bool, start: float) -> None:
+    def forget(self, engine: str, key: str) -> None:
+        """The engine answered 404 for `key`: another gateway unloaded it. Drop the slot (the
+        next `acquire` loads it again) and refresh the view soon."""
+        eng = self.engines.get(engine)
+        slot = eng.slots.get(key) if eng else None
+        if eng is not None and slot is not None and slot.state is SlotState.READY:
+            del eng.slots[key]
+            self.swaps.set_resident(engine)
+            eng.notify()
+        self.residency.kick(engine)
+
+    def _engine(self, engine: str) -> EngineSlots:
+        eng = self.engines.get(engine)
+        if eng is None:
+            raise Unavailable(f"engine {engine} left the fleet", retry_after_s=1)
+        return eng
+
+    def _hold(self, engine: str, eng: EngineSlots, slot: Slot | None) -> Hold:
+        eng.inflight += 1
         self.metrics.inflight_requests.labels(engine).inc()
+        if slot is not None:
+            slot.inflight += 1
+            slot.last_used = self._clock()
+        return Hold(engine, slot)
+
+    def _hit(self, engine: str, eng: EngineSlots, slot: Slot, missed: bool, start: float) -> Hold:
         self.metrics.adapter_requests.add()
         self.metrics.registry_lookups.labels(engine, "miss" if missed else "hit").inc()
         if missed:
             self.metrics.load_wait_seconds.labels(engine).observe(self._clock() - start)
+        return self._hold(engine, eng, slot)
 
-    async def _join_load(self, eng: EngineSlots, slot: Slot) -> None:
-        """Wait for a shared load; on success the loader has counted us in flight."""
+    def _claim(self, engine: str, eng: EngineSlots, version: AdapterVersion) -> bool:
+        """Start a load of `version` if a slot is free or idle, else drain a busy one.
+        False when neither is possible now."""
+        if eng.room(self._pins) > 0:
+            self.swaps.start_load(engine, version, drained=None)
+            return True
+        victim = eng.drain_candidate(self._pins, self._clock(), self.min_hold_s)
+        if victim is None:
+            return False
+        self.swaps.begin(victim, SlotState.DRAINING)
+        self.metrics.slot_drains.labels(engine).inc()
+        log.info("draining", extra={"engine": engine, "adapter": victim.key})
+        self.swaps.start_load(engine, version, drained=victim)
+        return True
+
+    @staticmethod
+    async def _join_load(slot: Slot) -> None:
+        """Wait for a shared load. The waiter count keeps the slot from being evicted between
+        the load's end and this request taking its hold."""
         slot.waiters += 1
         try:
             await asyncio.shield(slot.done)
-        except asyncio.CancelledError:
-            if slot.done.done() and not slot.done.exception():
-                slot.inflight -= 1  # counted by the loader; the request is gone
-            else:
-                slot.waiters -= 1
-            eng.notify()
-            raise
+        finally:
+            slot.waiters -= 1
 
-    async def _wait_for_change(self, eng: EngineSlots, deadline: float, key: str) -> None:
-        remaining = deadline - self._clock()
+    async def _wait_for_slot(self, engine: str, eng: EngineSlots, slot: Slot, dl: float) -> None:
+        remaining = dl - self._clock()
         if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(eng.changed.wait(), remaining)
+            with contextlib.suppress(TimeoutError, LoragateError):
+                await asyncio.wait_for(asyncio.shield(slot.done), remaining)
+            if self._clock() < dl:
+                return
+        raise self._refusal(engine, eng)
+
+    async def _wait_for_change(self, engine: str, eng: EngineSlots, deadline: float) -> None:
+        """Until something changes on `engine`, a busy slot becomes drainable, or `deadline`
+        (then `Unavailable`)."""
+        now = self._clock()
+        # Slots held by other gateways free up without any event here: look again soon.
+        wake = min(deadline, now + WAITING_LOOK_S)
+        self.residency.kick(engine)
+        drainable = eng.next_drain_at(self._pins, self.min_hold_s)
+        if drainable is not None and now < drainable < wake:
+            wake = drainable
+        if wake > now:
+            eng.waiting += 1
+            self.metrics.slot_waiting_requests.labels(engine).set(eng.waiting)
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(eng.changed.wait(), wake - now)
+            finally:
+                eng.waiting -= 1
+                self.metrics.slot_waiting_requests.labels(engine).set(eng.waiting)
             if self._clock() < deadline:
                 return
-        # The busy slots belong to other tenants' adapters: log them, never put them in the
-        # answer.
-        busy = ", ".join(f"{s.key}({s.inflight} in flight)" for s in eng.slots.values())
-        log.warning(
-            "no slot free", extra={"engine": eng.client.name, "adapter": key, "slots": busy}
-        )
-        raise Unavailable(
-            f"no adapter slot free on {eng.client.name} for {key} within "
-            f"{self.wait_timeout_s:g} s: every slot is pinned or busy",
+        raise self._refusal(engine, eng)
+
+    def _refusal(self, engine: str, eng: EngineSlots) -> Unavailable:
+        # No adapter names here: the slots may hold other tenants' adapters.
+        reason = "pinned" if eng.crowded_by_pins(self._pins) else "busy"
+        self.metrics.slot_refusals.labels(engine, reason).inc()
+        pinned = sum(1 for k in eng.slots if k in self._pins)
+        return Unavailable(
+            f"no adapter slot free on {engine} within {self.wait_timeout_s:g} s: every slot "
+            f"is pinned or busy ({pinned} pinned of {eng.capacity})",
             retry_after_s=max(1.0, self.wait_timeout_s),
         )
 
-    def _victim(self, eng: EngineSlots) -> Slot | None:
-        candidates = [
-            s
-            for s in eng.slots.values()
-            if s.state is SlotState.READY
-            and s.inflight == 0
-            and s.waiters == 0
-            and s.key not in self._pins
-        ]
-        return min(candidates, key=lambda s: s.last_used, default=None)
+    # --- the engines' truth ----------------------------------------------------------------
 
-    def _new_slot(self, eng: EngineSlots, version: AdapterVersion) -> Slot:
-        slot = Slot(
-            key=version.engine_name,
-            adapter=version.name,
-            state=SlotState.LOADING,
-            done=asyncio.get_running_loop().create_future(),
-        )
-        # Nobody may be waiting when a load fails during prewarm: mark the exception seen.
-        slot.done.add_done_callback(lambda f: f.cancelled() or f.exception())
-        eng.slots[slot.key] = slot
-        return slot
-
-    def _start(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    # --- engine calls --------------------------------------------------------------------
-
-    async def _swap(self, engine: str, victim: Slot, slot: Slot, version: AdapterVersion) -> None:
-        eng = self.engines[engine]
-        try:
-            await self._check_version(version)
-            await self._unload(engine, victim)
-        except LoragateError as exc:
-            # Nothing evicted (check failed), or the engine may still hold the victim: keep it.
-            self._keep_resident(victim)
-            self.metrics.adapter_load_failures.labels(engine, slot.adapter).inc()
-            self._finish_failed(eng, slot, exc)
+    def apply_view(self, engine: str, view: EngineView) -> None:
+        """Merge what the engine reported: adopt what it holds (another gateway loaded it),
+        drop what it no longer holds (another gateway evicted it, or it restarted), and
+        count its running adapters as recently used (the LRU spans every gateway)."""
+        eng = self.engines.get(engine)
+        if eng is None or not view.healthy:
             return
-        await self._load_into(engine, slot, version, checked=True)
-
-    async def _check_version(self, version: AdapterVersion) -> None:
-        if self._check is None:
-            return
-        try:
-            await self._check(version)
-        except Unavailable:
-            raise  # e.g. VersionNotReady (files still landing): the client gets that 503
-        except LoragateError as exc:
-            msg = f"{version.engine_name} refused before loading: {exc.message}"
-            raise AdapterLoadFailed(msg) from None
-
-    @staticmethod
-    def _begin_unload(victim: Slot) -> None:
-        """Mark `victim` leaving: requests for it wait on its new `done`, nothing evicts it."""
-        victim.state = SlotState.UNLOADING
-        victim.done = asyncio.get_running_loop().create_future()
-
-    @staticmethod
-    def _keep_resident(victim: Slot) -> None:
-        """An unload did not happen (or may not have): the victim stays READY."""
-        victim.state = SlotState.READY
-        victim.done.set_result(None)
-
-    async def _unload(self, engine: str, victim: Slot) -> None:
-        eng = self.engines[engine]
-        with contextlib.suppress(NotFound):  # already gone from the engine: the slot is free
-            await eng.client.unload_lora(victim.key)
-        del eng.slots[victim.key]
-        eng.evicted_at[victim.key] = self._clock()
-        self.metrics.adapter_evictions.labels(engine, victim.adapter).inc()
-        self._set_resident(engine)
-        victim.done.set_result(None)
-        log.info("evicted", extra={"engine": engine, "adapter": victim.key})
-
-    async def _load_into(
-        self, engine: str, slot: Slot, version: AdapterVersion, checked: bool = False
-    ) -> None:
-        eng = self.engines[engine]
-        try:
-            if not checked:
-                await self._check_version(version)
-            start = self._clock()
-            try:
-                await eng.client.load_lora(slot.key, str(version.path))
-                failure: LoragateError | None = None
-            except AdapterLoadFailed as exc:
-                failure = exc  # "already loaded" is fine if the engine lists it
-            elapsed = self._clock() - start
-            listed = {m.id for m in await eng.client.models()}
-            if slot.key not in listed:
-                raise failure or AdapterLoadFailed(
-                    f"engine {engine} answered success loading {slot.key} but does not list it"
-                )
-        except Exception as exc:
-            error = exc if isinstance(exc, LoragateError) else UpstreamError(repr(exc))
-            self.metrics.adapter_load_failures.labels(engine, slot.adapter).inc()
-            log.warning(
-                "load failed", extra={"engine": engine, "adapter": slot.key, "error": str(error)}
-            )
-            self._finish_failed(eng, slot, error)
-            return
-        self._finish_loaded(engine, slot, elapsed)
-
-    def _finish_loaded(self, engine: str, slot: Slot, elapsed: float) -> None:
-        eng = self.engines[engine]
-        self.metrics.adapter_load_seconds.labels(engine).observe(elapsed)
-        self.metrics.adapter_loads.labels(engine, slot.adapter).inc()
-        self.metrics.swaps.add()
-        evicted = eng.evicted_at.pop(slot.key, None)
-        if evicted is not None and self._clock() - evicted <= self.thrash_window_s:
-            self.metrics.adapter_thrash.labels(slot.adapter).inc()
-        slot.state = SlotState.READY
-        slot.last_used = self._clock()
-        slot.inflight += slot.waiters
-        slot.waiters = 0
-        slot.done.set_result(None)
-        self._set_resident(engine)
-        eng.notify()
-        log.info("loaded", extra={"engine": engine, "adapter": slot.key, "seconds": elapsed})
-
-    def _finish_failed(self, eng: EngineSlots, slot: Slot, error: LoragateError) -> None:
-        if eng.slots.get(slot.key) is slot:
-            del eng.slots[slot.key]
-        slot.waiters = 0
-        slot.done.set_exception(error)
+        eng.busy = view.busy
+        eng.others = max(0, view.load.requests - eng.inflight)
+        now = self._clock()
+        for key, slot in list(eng.slots.items()):
+            if slot.state is not SlotState.READY:
+                continue
+            if key not in view.held and view.epoch > slot.ready_epoch:
+                log.info("engine no longer holds", extra={"engine": engine, "adapter": key})
+                del eng.slots[key]
+            elif key in view.busy:
+                slot.last_used = now
+        for key in view.held - eng.slots.keys():
+            if view.epoch > eng.gone_epoch.get(key, -1):
+                eng.slots[key] = self.swaps.adopted(key, now, view.epoch)
+        self.swaps.set_resident(engine)
         eng.notify()
 
-    def _set_resident(self, engine: str) -> None:
-        eng = self.engines[engine]
-        ready = sum(1 for s in eng.slots.values() if s.state is SlotState.READY)
-        self.metrics.resident_adapters.labels(engine).set(ready)
-
-    # --- pins, prewarm, reconcile --------------------------------------------------------
+    # --- pins, prewarm, reconcile ----------------------------------------------------------
 
     def set_pins(self, versions: Iterable[AdapterVersion]) -> None:
         """Versions that are never evicted (stable/previous in the rollback window, operator)."""
         self._pins = {v.engine_name: v for v in versions}
+        self.metrics.pinned_versions.set(len(self._pins))
+        for eng in self.engines.values():
+            eng.notify()
 
     def pinned(self) -> set[str]:
         return set(self._pins)
 
     async def prewarm(self, engine: str, version: AdapterVersion) -> None:
         """Load `version` on `engine` without serving a request (promotion, re-warm)."""
-        await self.acquire(engine, version)
-        self.release(engine, version)
+        self.release(await self.acquire(engine, version))
 
     async def reconcile(self, engine: str) -> None:
-        """Adopt what the engine lists, forget what it lost, re-warm pins, trim to capacity."""
-        eng = self.engines[engine]
-        listed = {m.id for m in await eng.client.models() if m.parent is not None}
-        for key, slot in list(eng.slots.items()):
-            if slot.state is SlotState.READY and key not in listed:
-                log.warning("engine lost adapter", extra={"engine": engine, "adapter": key})
-                del eng.slots[key]
-        loop = asyncio.get_running_loop()
-        for key in listed - eng.slots.keys():
-            done = loop.create_future()
-            done.set_result(None)
-            eng.slots[key] = Slot(key, key.partition("@")[0], SlotState.READY, done)
-        self._set_resident(engine)
-        await self._trim(engine)
+        """A fresh look at the engine, trim it to capacity, re-warm the pins it lacks."""
+        if not await self.swaps.trim(engine):
+            return  # the engine does not answer
         for version in list(self._pins.values()):
-            if version.engine_name not in eng.slots:
+            eng = self.engines.get(engine)
+            if eng is not None and version.engine_name not in eng.slots:
                 with contextlib.suppress(LoragateError):
                     await self.prewarm(engine, version)
-        eng.notify()
-
-    async def _trim(self, engine: str) -> None:
-        eng = self.engines[engine]
-        while eng.used() > eng.capacity and (victim := self._victim(eng)) is not None:
-            if not await self._evict_now(engine, victim):
-                return
 
     async def unload(self, engine: str, key: str) -> bool:
-        """Unload `key` from `engine` now if it is resident and idle (a retired version).
-        True when it is gone; False while requests still use it (LRU evicts it later)."""
-        slot = self.engines[engine].slots.get(key)
-        if slot is None:
+        """Unload `key` from `engine` now if nobody uses it (a retired version). True when it
+        is gone; False while requests still use it (LRU evicts it later)."""
+        eng = self.engines.get(engine)
+        slot = eng.slots.get(key) if eng else None
+        if eng is None or slot is None:
             return True
         if slot.state is not SlotState.READY or slot.inflight or slot.waiters:
             return False
-        return await self._evict_now(engine, slot)
-
-    async def _evict_now(self, engine: str, victim: Slot) -> bool:
-        self._begin_unload(victim)
-        try:
-            await self._unload(engine, victim)
-        except LoragateError as exc:
-            self._keep_resident(victim)
-            log.warning("unload failed", extra={"engine": engine, "error": exc.message})
+        if key in eng.busy:
             return False
-        return True
+        return await self.swaps.evict_now(engine, slot)
 
-    # --- views ----------------------------------------------------------------------------
+    # --- views -----------------------------------------------------------------------------
 
     def inflight(self, engine: str) -> int:
-        """Requests in flight on `engine` (base model and adapters)."""
-        return self.engines[engine].inflight()
+        """This gateway's requests in flight on `engine` (base model and adapters)."""
+        eng = self.engines.get(engine)
+        return eng.inflight if eng else 0
+
+    def load(self, engine: str) -> int:
+        """Requests on `engine` from every gateway: ours now, the others' as last reported."""
+        eng = self.engines.get(engine)
+        return eng.inflight + eng.others if eng else 0
+
+    def has_room(self, engine: str) -> bool:
+        """A load on `engine` would find a free or idle slot now (as far as we know)."""
+        eng = self.engines.get(engine)
+        return eng is not None and eng.room(self._pins) > 0
+
+    def holds(self, engine: str, key: str) -> bool:
+        """`key` is resident on `engine` and admits requests."""
+        eng = self.engines.get(engine)
+        slot = eng.slots.get(key) if eng else None
+        return slot is not None and slot.state is SlotState.READY
 
     def resident_keys(self) -> set[str]:
         """Every version that is ready on at least one engine."""
@@ -415,10 +364,6 @@ class Registry:
             if slot.state is SlotState.READY
         }
 
-    def is_resident(self, engine: str, key: str) -> bool:
-        slot = self.engines[engine].slots.get(key)
-        return slot is not None and slot.state is SlotState.READY
-
     def view(self, engine: str) -> list[SlotView]:
         eng = self.engines[engine]
         return [
@@ -427,6 +372,5 @@ class Registry:
         ]
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.swaps.aclose()
+        await self.residency.aclose()

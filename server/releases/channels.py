@@ -9,12 +9,25 @@ from server.store.manifest import Channels
 from server.store.snapshot import AdapterVersion, Snapshot
 
 
+def pin_budget(slots: int, max_pinned_share: float) -> int:
+    """How many versions may be pinned on an engine with `slots` slots: `max_pinned_share`
+    of them, rounded down, and never every slot (#12.6: pins must not starve traffic)."""
+    return max(0, min(int(slots * max_pinned_share), slots - 1))
+
+
 def pinned_versions(
     snapshot: Snapshot, now: datetime, rollback_window_s: float, budget: int
 ) -> list[AdapterVersion]:
-    """Operator pins first, then stable + previous of the adapters whose channels changed
-    within the rollback window (most recent first), at most `budget` versions — so at least
-    one slot per engine stays free for swaps."""
+    """The first `budget` of `pin_candidates`."""
+    return pin_candidates(snapshot, now, rollback_window_s)[: max(0, budget)]
+
+
+def pin_candidates(
+    snapshot: Snapshot, now: datetime, rollback_window_s: float
+) -> list[AdapterVersion]:
+    """Every version that wants to stay warm, in order: operator pins first, then stable +
+    previous of the adapters whose channels changed within the rollback window, newest
+    promotion first. Every replica reads the same channels, so all agree on pins."""
     operator: list[AdapterVersion] = []
     recent: list[tuple[datetime, AdapterVersion]] = []
     horizon = now - timedelta(seconds=rollback_window_s)
@@ -28,8 +41,6 @@ def pinned_versions(
     recent.sort(key=lambda item: item[0], reverse=True)
     chosen: dict[str, AdapterVersion] = {}
     for version in [*operator, *(v for _, v in recent)]:
-        if len(chosen) >= budget:
-            break
         chosen.setdefault(version.engine_name, version)
     return list(chosen.values())
 

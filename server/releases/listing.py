@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from server.engines.registry import Registry, SlotView
+from server.engines.registry import Registry
+from server.engines.slots import SlotView
 from server.errors import AdapterInvalid
 from server.protocol.admin import (
     AdapterInfo,

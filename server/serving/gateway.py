@@ -21,7 +21,7 @@ from server import logs
 from server.engines.admission import Admission
 from server.engines.client import EngineClient
 from server.engines.placement import Placement
-from server.errors import LoragateError, UpstreamError
+from server.errors import AdapterGone, EngineUnreachable, LoragateError, UpstreamError
 from server.metrics import Metrics
 from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
 from server.serving.limits import Limiter
@@ -183,13 +183,7 @@ class Gateway:
         try:
             with self.limiter.admit(tenant, cost.total):
                 charged = cost.total
-                resident = self.swap_cost.resident_on(target.version)
-                async with self._lease(target, timing) as engine:
-                    with timing.waiting():
-                        t0 = time.perf_counter()
-                        result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
-                    seconds = time.perf_counter() - t0
-                    self.swap_cost.observe(engine, target.version, resident, seconds, False)
+                engine, result = await self._generate_once_more_if_gone(kind, target, body, timing)
             code, usage = 200, result.get("usage")
             text = answer_text(result) if watch is not None and watch.wants_text else None
         except LoragateError as exc:
@@ -204,6 +198,65 @@ class Gateway:
             self._report(watch, code, timing, None, text)
         result["model"] = target.requested
         return Answer(result, self._headers(target, engine))
+
+    async def _generate_once_more_if_gone(
+        self, kind: Kind, target: Target, body: dict[str, Any], timing: RequestTiming
+    ) -> tuple[str, dict[str, Any]]:
+        """Lease and call; if the engine answers 404 because another gateway unloaded the
+        version meanwhile (`AdapterGone`), reload it and try once more; if it refused the
+        connection (`EngineUnreachable`: it died since its last view), try another engine."""
+        for retry in (True, False):
+            resident = self.swap_cost.resident_on(target.version)
+            async with self._lease(target, timing) as engine:
+                try:
+                    with timing.waiting():
+                        t0 = time.perf_counter()
+                        result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
+                    seconds = time.perf_counter() - t0
+                    self.swap_cost.observe(engine, target.version, resident, seconds, False)
+                    return engine, result
+                except (AdapterGone, EngineUnreachable) as exc:
+                    if not retry or (target.version is None and isinstance(exc, AdapterGone)):
+                        raise
+                    failure = exc
+            self._failed_before_sending(engine, target, failure)
+        raise AssertionError("unreachable")
+
+    def _failed_before_sending(self, engine: str, target: Target, exc: LoragateError) -> None:
+        if isinstance(exc, EngineUnreachable):
+            self.placement.unreachable(engine)
+        else:
+            self.placement.lost(engine, target.engine_model)
+
+    async def _open_once_more_if_gone(
+        self, kind: Kind, target: Target, body: dict[str, Any], timing: RequestTiming
+    ) -> tuple[contextlib.AsyncExitStack, str, AsyncIterator[bytes], bytes]:
+        """Lease, open the stream and read its first chunk (the lease and the stream are
+        held by the returned stack). `AdapterGone` or `EngineUnreachable` before any byte:
+        reload, or pick another engine, and try once more."""
+        for retry in (True, False):
+            stack = contextlib.AsyncExitStack()
+            try:
+                resident = self.swap_cost.resident_on(target.version)
+                engine = await stack.enter_async_context(self._lease(target, timing))
+                upstream = await stack.enter_async_context(
+                    contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
+                )
+                with timing.waiting():
+                    t0 = time.perf_counter()
+                    first = await anext(upstream, b"")
+                seconds = time.perf_counter() - t0
+                self.swap_cost.observe(engine, target.version, resident, seconds, True)
+                return stack, engine, upstream, first
+            except (AdapterGone, EngineUnreachable) as exc:
+                await stack.aclose()
+                if not retry or (target.version is None and isinstance(exc, AdapterGone)):
+                    raise
+                self._failed_before_sending(engine, target, exc)
+            except BaseException:
+                await stack.aclose()
+                raise
+        raise AssertionError("unreachable")
 
     async def stream(
         self,
@@ -226,15 +279,10 @@ class Gateway:
         try:
             stack.enter_context(self.limiter.admit(tenant, cost.total))
             charged = cost.total
-            resident = self.swap_cost.resident_on(target.version)
-            engine = await stack.enter_async_context(self._lease(target, timing))
-            upstream = await stack.enter_async_context(
-                contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
+            held, engine, upstream, first = await self._open_once_more_if_gone(
+                kind, target, body, timing
             )
-            with timing.waiting():
-                t0 = time.perf_counter()
-                first = await anext(upstream, b"")
-            self.swap_cost.observe(engine, target.version, resident, time.perf_counter() - t0, True)
+            stack.push_async_exit(held)
         except LoragateError as exc:
             await stack.aclose()
             self._settle(target, tenant, charged, None)

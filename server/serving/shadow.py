@@ -117,10 +117,10 @@ class ShadowTraffic:
         not: `cold` or `busy`)."""
         registry = self.placement.registry
         key = candidate.engine_name
-        holding = [e for e in self.placement.up_engines() if registry.is_resident(e, key)]
+        holding = [e for e in self.placement.up_engines() if registry.holds(e, key)]
         if not holding:
             return None, "cold"
-        engine = min(holding, key=registry.inflight)
+        engine = min(holding, key=registry.load)
         queue = self.admission.queues[engine]
         if queue.waiting or queue.limit - queue.inflight < max(1.0, FREE_SHARE * queue.limit):
             return None, "busy"
@@ -135,7 +135,7 @@ class ShadowTraffic:
             return
         registry = self.placement.registry
         # Resident (checked above, no await since): a hit that never loads or waits.
-        await registry.acquire(engine, candidate)
+        hold = await registry.acquire(engine, candidate)
         start, text, failed = time.perf_counter(), None, True
         try:
             async with self.admission.admit(engine):
@@ -146,7 +146,7 @@ class ShadowTraffic:
             extra = {"adapter": candidate.engine_name, "error": exc.message}
             log.info("shadow request failed", extra=extra)
         finally:
-            registry.release(engine, candidate)
+            registry.release(hold)
         outcome = "failed" if failed else "answered"
         self.metrics.shadow_requests.labels(candidate.name, outcome).inc()
         self.sink.record_shadow(

@@ -37,7 +37,7 @@ class SwapCost:
         if version is None:
             return frozenset()
         key = version.engine_name
-        return frozenset(e for e in self.registry.engines if self.registry.is_resident(e, key))
+        return frozenset(e for e in self.registry.engines if self.registry.holds(e, key))
 
     def observe(
         self,

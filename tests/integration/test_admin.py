@@ -83,9 +83,11 @@ def upload(gw: GatewayServer, name: str, directory: Path, version: str) -> httpx
 
 
 def tree(root: Path) -> dict[str, bytes]:
+    """The store's files, without the engines' swap lock files (gateway bookkeeping)."""
     return {
         str(p.relative_to(root)): p.read_bytes() if p.is_file() else b"/"
         for p in sorted(root.rglob("*"))
+        if not str(p.relative_to(root)).startswith(".engine-locks")
     }
 
 

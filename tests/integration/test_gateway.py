@@ -178,7 +178,9 @@ def test_client_disconnect_mid_stream_releases_the_lease(gateway: Start) -> None
         time.sleep(0.02)
 
 
-def test_failed_load_leaves_state_unchanged_then_retry_works(gateway: Start) -> None:
+def test_failed_load_leaves_state_unchanged_is_backed_off_then_retry_works(
+    gateway: Start,
+) -> None:
     gw, (sim,) = gateway()
     assert complete(gw, "alpha").status_code == 200
     before = [(s.key, s.state) for s in gw.runtime.registry.view("engine-0")]
@@ -190,7 +192,12 @@ def test_failed_load_leaves_state_unchanged_then_retry_works(gateway: Start) -> 
     assert response.json()["error"]["code"] == "adapter_load_failed"
     assert [(s.key, s.state) for s in gw.runtime.registry.view("engine-0")] == before
     assert gw.metric("loragate_adapter_load_failures_total", adapter="gamma") == 1
+    for _ in range(3):  # within the backoff: the same answer at once, no new load attempt
+        again = complete(gw, "gamma")
+        assert again.status_code == 502 and int(again.headers["retry-after"]) >= 1
+    assert gw.metric("loragate_adapter_load_failures_total", adapter="gamma") == 1
     httpx.post(f"{sim.url}/sim/faults", json={"fail_load": None})
+    time.sleep(1.1)  # the first backoff is 1 s
     assert complete(gw, "gamma").status_code == 200
 
 

@@ -466,7 +466,8 @@ def test_more_adapters_than_cpu_slots_cost_hidden_reloads(
 async def test_adapter_waits_while_max_loras_others_run(
     sim_server: StartSim, make_adapter: MakeAdapter
 ) -> None:
-    sim = sim_server(max_loras=1, max_cpu_loras=4, token_ms=10.0, answer_tokens=20)
+    # `a` runs ~2 s: long enough to look at the engine while it runs, on a busy machine too.
+    sim = sim_server(max_loras=1, max_cpu_loras=4, token_ms=100.0, answer_tokens=20)
     async with httpx.AsyncClient(base_url=sim.url, timeout=10) as client:
         for name in ("a", "b"):
             await client.post(
@@ -479,13 +480,21 @@ async def test_adapter_waits_while_max_loras_others_run(
             assert (await client.post("/v1/completions", json=body)).status_code == 200
             return time.monotonic()
 
+        async def stats_once(field: str) -> dict[str, Any]:
+            """/sim/stats, polled until `field` is non-zero (10 s at most)."""
+            for _ in range(1000):
+                stats: dict[str, Any] = (await client.get("/sim/stats")).json()
+                if stats[field]:
+                    return stats
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"{field} stayed 0")
+
         first = asyncio.create_task(timed("a"))
-        await asyncio.sleep(0.05)
+        await stats_once("running")
         second = asyncio.create_task(timed("b", 1))
-        base = asyncio.create_task(timed("base", 1))
-        await asyncio.sleep(0.03)
-        during = (await client.get("/sim/stats")).json()
+        during = await stats_once("waiting")
         metrics = (await client.get("/metrics")).text
+        base = asyncio.create_task(timed("base", 1))
         a_done, b_done, base_done = await asyncio.gather(first, second, base)
 
     assert (during["running"], during["waiting"], during["running_loras"]) == (1, 1, ["a"])

@@ -39,6 +39,7 @@ def test_managed_engine_crash_restart_rewarm(tiny_store: AdapterStore, tmp_path:
         [],
         tmp_path,
         rollback_window_s=3600,
+        max_pinned_share=0.67,
         reconcile_interval_s=60,
         log_dir=tmp_path / "logs",
         engines=[{"managed": managed, "max_cpu_loras": 3}],
@@ -52,7 +53,7 @@ def test_managed_engine_crash_restart_rewarm(tiny_store: AdapterStore, tmp_path:
             .json()["choices"][0]["text"]
             .startswith("[alpha@v2]")
         )
-        # Channels were just written, so versions are pinned (budget: 3 slots - 1 = 2).
+        # Channels were just written, so versions are pinned (max_pinned_share 2/3 of 3 slots).
         pinned = runtime.registry.pinned()
         assert len(pinned) == 2
         first_pid = runtime.supervisors[0].pid

@@ -92,3 +92,48 @@ async def test_a_slot_handed_to_a_cancelled_waiter_is_passed_on() -> None:
     doomed.cancel()  # ... which is cancelled before it runs: the slot goes on to r2
     await asyncio.gather(doomed, survivor, return_exceptions=True)
     assert "r2" in log and queue.inflight == 0 and queue.waiting == 0
+
+
+async def test_the_limit_is_learned_from_the_engines_own_queue() -> None:
+    queue = EngineQueue("e0", limit=10, max_queue=100, max_wait_s=5)
+    queue.observe(engine_running=10, engine_waiting=3)  # the engine queues: we send too many
+    assert queue.limit == 9
+    for _ in range(30):
+        queue.observe(engine_running=1, engine_waiting=5)
+    assert queue.limit == 1  # never below one
+    queue.observe(engine_running=0, engine_waiting=0)  # nobody waits here: no reason to grow
+    assert queue.limit == 1
+
+    release, log = asyncio.Event(), list[str]()
+    tasks = [asyncio.create_task(hold(queue, release, log, f"r{i}")) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert log == ["r0"] and queue.waiting == 3
+    queue.observe(engine_running=1, engine_waiting=0)  # requests wait here, the engine idles
+    await asyncio.sleep(0.01)
+    assert queue.limit == 2 and log == ["r0", "r1"]  # the room made lets one in at once
+    for _ in range(20):
+        queue.observe(engine_running=2, engine_waiting=0)
+    assert queue.limit == 4  # grows only while requests wait here
+    release.set()
+    await asyncio.gather(*tasks)
+    assert queue.inflight == 0 and queue.waiting == 0 and queue.limit <= queue.max_limit
+
+
+async def test_a_shrunk_limit_holds_waiters_back_until_the_engine_has_room() -> None:
+    queue = EngineQueue("e0", limit=3, max_queue=100, max_wait_s=5)
+    releases = [asyncio.Event() for _ in range(4)]
+    log = list[str]()
+    tasks = [asyncio.create_task(hold(queue, releases[i], log, f"r{i}")) for i in range(4)]
+    await asyncio.sleep(0.01)
+    assert log == ["r0", "r1", "r2"]
+    queue.observe(engine_running=3, engine_waiting=2)  # 3 -> 2
+    releases[0].set()
+    await asyncio.sleep(0.01)
+    assert log == ["r0", "r1", "r2"] and queue.inflight == 2  # r3 not let in: 2 run already
+    releases[1].set()
+    await asyncio.sleep(0.01)
+    assert "r3" in log  # now one leaves with two running: its slot goes to r3
+    for release in releases:
+        release.set()
+    await asyncio.gather(*tasks)
+    assert queue.inflight == 0

@@ -160,11 +160,22 @@ def _named(kind: str) -> dict[str, dict[str, Any]]:
     return {d["metadata"]["name"]: d for d in K8S_DOCS if d["kind"] == kind}
 
 
+def _workloads() -> dict[str, dict[str, Any]]:
+    return {**_named("Deployment"), **_named("StatefulSet")}
+
+
 def test_k8s_manifests_are_complete_and_in_the_kustomization() -> None:
     kustomization = K8S["kustomization.yaml"][0]
     assert set(kustomization["resources"]) == set(K8S) - {"kustomization.yaml"}
     kinds = {d["kind"] for d in K8S_DOCS}
-    assert {"Deployment", "Service", "ConfigMap", "PersistentVolumeClaim"} <= kinds
+    assert {
+        "Deployment",
+        "StatefulSet",
+        "Service",
+        "ConfigMap",
+        "PersistentVolumeClaim",
+        "PodDisruptionBudget",
+    } <= kinds
     for doc in K8S_DOCS:
         if doc["kind"] not in {"Namespace", "Kustomization"}:
             assert doc["metadata"]["namespace"] == "loragate", doc["metadata"]["name"]
@@ -173,9 +184,9 @@ def test_k8s_manifests_are_complete_and_in_the_kustomization() -> None:
     ]
 
 
-@pytest.mark.parametrize("name", sorted(_named("Deployment")))
+@pytest.mark.parametrize("name", sorted(_workloads()))
 def test_k8s_deployment(name: str) -> None:
-    deployment = _named("Deployment")[name]
+    deployment = _workloads()[name]
     template = deployment["spec"]["template"]
     labels = template["metadata"]["labels"]
     assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -187,7 +198,8 @@ def test_k8s_deployment(name: str) -> None:
     assert spec["securityContext"]["runAsNonRoot"] is True
     for container in spec["containers"]:
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        assert str(ports["http"]) == annotations["prometheus.io/port"]
+        # The gateway's metrics have their own listener (metrics_port); vLLM's are on http.
+        assert str(ports.get("metrics", ports["http"])) == annotations["prometheus.io/port"]
         assert container["resources"]["requests"] and container["readinessProbe"], name
         assert container["livenessProbe"], name
     for volume in spec["volumes"]:
@@ -200,18 +212,77 @@ def test_k8s_deployment(name: str) -> None:
     assert "/srv/adapters" in mounts  # the same store path in the gateway and every engine
 
 
+def _gateway_settings(tmp_path: Path) -> Settings:
+    config = tmp_path / "config.yaml"
+    config.write_text(_named("ConfigMap")["loragate-gateway-config"]["data"]["config.yaml"])
+    return Settings.load(config)
+
+
 def test_k8s_services_select_pods_and_gateway_config_names_them(tmp_path: Path) -> None:
-    pods = [d["spec"]["template"]["metadata"]["labels"] for d in _named("Deployment").values()]
+    pods = [d["spec"]["template"]["metadata"]["labels"] for d in _workloads().values()]
     services = _named("Service")
     for name, service in services.items():
         selector = service["spec"]["selector"].items()
         assert any(selector <= labels.items() for labels in pods), f"{name} selects no pod"
-    config = tmp_path / "config.yaml"
-    config.write_text(_named("ConfigMap")["loragate-gateway-config"]["data"]["config.yaml"])
-    settings = Settings.load(config)
+    settings = _gateway_settings(tmp_path)
+    assert settings.engines
     for engine in settings.engines:
-        host, port = re.fullmatch(r"http://([\w-]+):(\d+)", engine.url or "").groups()  # type: ignore[union-attr]
-        assert int(port) in {p["port"] for p in services[host]["spec"]["ports"]}
+        # Engines come from DNS: the headless Service of the engines' StatefulSet.
+        assert engine.dns is not None and engine.url is None
+        host, port = engine.dns.rsplit(":", 1)
+        service = services[host.split(".")[0]]
+        assert host in (
+            service["metadata"]["name"],
+            f"{service['metadata']['name']}.loragate.svc.cluster.local",
+        )
+        assert service["spec"]["clusterIP"] == "None"  # headless: one A record per pod
+        assert not service["spec"].get("publishNotReadyAddresses", False)
+        assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+        (engines,) = [
+            s
+            for s in _named("StatefulSet").values()
+            if s["spec"]["serviceName"] == service["metadata"]["name"]
+        ]
+        args = engines["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--max-cpu-loras") + 1] == str(engine.max_cpu_loras)
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e.get("value", "") for e in container.get("env", [])}
+
+
+def test_k8s_gateway_replicas_survive_a_node_and_a_rollout(tmp_path: Path) -> None:
+    gateway = _named("Deployment")["loragate-gateway"]
+    spec, template = gateway["spec"], gateway["spec"]["template"]
+    assert spec["replicas"] >= 2
+    assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    labels = template["metadata"]["labels"]
+    anti = template["spec"]["affinity"]["podAntiAffinity"]
+    terms = anti["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert any(
+        t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+        and t["podAffinityTerm"]["labelSelector"]["matchLabels"].items() <= labels.items()
+        for t in terms
+    )
+    (pdb,) = _named("PodDisruptionBudget").values()
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert 1 <= pdb["spec"]["minAvailable"] < spec["replicas"]
+    # Drain: readiness fails at once on SIGTERM and is probed often; the pod is given longer
+    # than preStop + drain_delay_s + drain_grace_s before SIGKILL.
+    (container,) = template["spec"]["containers"]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    probe = container["readinessProbe"]
+    assert probe["periodSeconds"] * probe.get("failureThreshold", 3) <= 5
+    env = _env(container)
+    pre_stop = 0.0  # no preStop hook: the gateway itself keeps serving for drain_delay_s
+    assert "preStop" not in container.get("lifecycle", {})
+    drain = float(env["LORAGATE_DRAIN_DELAY_S"]) + float(env["LORAGATE_DRAIN_GRACE_S"])
+    assert template["spec"]["terminationGracePeriodSeconds"] > pre_stop + drain
+    # One store for every replica (the truth for versions, channels and swap locks).
+    assert _named("PersistentVolumeClaim")["adapter-store"]["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    assert _gateway_settings(tmp_path).placement_policy == "affinity"
 
 
 def _k8s_prometheus() -> dict[str, Any]:

@@ -10,6 +10,7 @@ import pytest
 from loadtest.threaded import free_port
 from server.engines.client import EngineModel, HttpEngineClient
 from server.errors import (
+    AdapterGone,
     AdapterLoadFailed,
     InvalidRequest,
     LoragateError,
@@ -40,7 +41,7 @@ def always(reply: Reply) -> Callable[[Request], Reply]:
     [
         (Reply.json(VLLM_ERROR, 400), InvalidRequest, "bad things"),
         (Reply.json({"detail": "x"}, 422), InvalidRequest, "detail"),
-        (Reply.json({"message": "gone"}, 404), Unavailable, "no longer holds"),
+        (Reply.json({"message": "gone"}, 404), AdapterGone, "no longer holds"),
         (Reply.json(VLLM_ERROR, 500), UpstreamError, "answered 500: bad things"),
         (Reply(503, b"<html>overloaded</html>", "text/html"), UpstreamError, "overloaded"),
         (Reply(200, b"not json"), UpstreamError, "not a JSON object"),

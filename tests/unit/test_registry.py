@@ -47,8 +47,7 @@ def resident(registry: Registry) -> list[str]:
 
 
 async def use(registry: Registry, v: AdapterVersion) -> None:
-    await registry.acquire("e0", v)
-    registry.release("e0", v)
+    registry.release(await registry.acquire("e0", v))
 
 
 async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, AdapterVersion]) -> None:
@@ -79,13 +78,13 @@ async def test_fifty_concurrent_cold_requests_share_one_load(
     engine = FakeEngine(load_s=0.05)
     registry, metrics = make(engine)
     v = versions["a@v1"]
-    await asyncio.gather(*(registry.acquire("e0", v) for _ in range(50)))
+    holds = await asyncio.gather(*(registry.acquire("e0", v) for _ in range(50)))
 
     assert engine.loads() == ["a@v1"]
     assert registry.view("e0")[0].inflight == 50
     assert sample(metrics, "loragate_inflight_requests", engine="e0") == 50
-    for _ in range(50):
-        registry.release("e0", v)
+    for hold in holds:
+        registry.release(hold)
     assert registry.view("e0")[0].inflight == 0
 
 
@@ -115,6 +114,7 @@ async def test_everything_pinned_or_busy_gives_503_with_retry_after(
         await registry.acquire("e0", versions["c@v1"])
     assert info.value.retry_after_s is not None and info.value.retry_after_s >= 1
     assert "pinned or busy" in info.value.message
+    assert "a@v1" not in info.value.message and "b@v1" not in info.value.message  # #12.4
     assert engine.loads() == ["a@v1", "b@v1"]
 
 
@@ -122,32 +122,49 @@ async def test_a_waiting_request_gets_the_slot_when_one_frees(
     versions: dict[str, AdapterVersion],
 ) -> None:
     engine = FakeEngine()
-    registry, _ = make(engine, capacity=1, wait_timeout_s=5)
-    await registry.acquire("e0", versions["a@v1"])
+    registry, _ = make(engine, capacity=1, wait_timeout_s=5, min_hold_s=60)
+    hold = await registry.acquire("e0", versions["a@v1"])
     waiter = asyncio.create_task(registry.acquire("e0", versions["b@v1"]))
     await asyncio.sleep(0.05)
     assert not waiter.done()
-    registry.release("e0", versions["a@v1"])
+    registry.release(hold)
     await asyncio.wait_for(waiter, 1)
     assert resident(registry) == ["b@v1"]
 
 
-async def test_failed_load_leaves_state_unchanged_and_may_be_retried(
+async def test_failed_load_leaves_state_unchanged_and_is_retried_after_a_backoff(
     versions: dict[str, AdapterVersion],
 ) -> None:
     engine = FakeEngine(fail_load={"b@v1"})
-    registry, metrics = make(engine, capacity=3)
+    clock = Clock()
+    registry, metrics = make(engine, capacity=3, clock=clock)
     await use(registry, versions["a@v1"])
     before = registry.view("e0")
 
     with pytest.raises(AdapterLoadFailed, match="cannot load b@v1"):
         await registry.acquire("e0", versions["b@v1"])
-
     assert registry.view("e0") == before
     assert sample(metrics, "loragate_adapter_load_failures_total", engine="e0", adapter="b") == 1
+
+    # Every request in the backoff gets the failure again at once, with Retry-After, and
+    # the engine is not asked again.
+    for _ in range(5):
+        with pytest.raises(AdapterLoadFailed, match="not retried") as again:
+            await registry.acquire("e0", versions["b@v1"])
+        assert again.value.retry_after_s == 1.0
+    assert engine.loads().count("b@v1") == 1
+
+    clock.now += 1.1  # backoff over: one more try, which fails: the backoff doubles
+    with pytest.raises(AdapterLoadFailed, match="cannot load b@v1"):
+        await registry.acquire("e0", versions["b@v1"])
+    clock.now += 1.1
+    with pytest.raises(AdapterLoadFailed, match="not retried") as again:
+        await registry.acquire("e0", versions["b@v1"])
+    assert again.value.retry_after_s == 1.0  # 0.9 s left, rounded up to a whole second
     engine.fail_load.clear()
-    await use(registry, versions["b@v1"])
-    assert resident(registry) == ["a@v1", "b@v1"]
+    clock.now += 1.0
+    await use(registry, versions["b@v1"])  # fixed: loads, and the backoff is forgotten
+    assert resident(registry) == ["a@v1", "b@v1"] and engine.loads().count("b@v1") == 3
 
 
 async def test_a_200_without_listing_is_not_trusted(versions: dict[str, AdapterVersion]) -> None:
@@ -217,3 +234,136 @@ async def test_reconcile_adopts_forgets_trims_and_rewarms_pins(
     engine.loaded.clear()  # the engine restarted and lost everything
     await registry.reconcile("e0")
     assert resident(registry) == ["a@v1"] and list(engine.loaded) == ["a@v1"]
+
+
+# --- the engine is the truth (views), fairness (#12.6) ---------------------------------------
+
+
+async def test_a_version_another_gateway_loaded_is_adopted_and_counts_against_capacity(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine, capacity=2)
+    engine.loaded = {"a@v1": "/p", "b@v1": "/p"}  # loaded by another replica
+    await registry.reconcile("e0")
+    assert sorted(resident(registry)) == ["a@v1", "b@v1"]
+
+    await use(registry, versions["a@v1"])  # a hit: no load
+    await use(registry, versions["c@v1"])  # full: evicts b (idle), not beyond capacity
+    assert engine.loads() == ["c@v1"] and sorted(engine.loaded) == ["a@v1", "c@v1"]
+    assert engine.max_loaded == 2
+
+
+async def test_already_loaded_is_a_hit(versions: dict[str, AdapterVersion]) -> None:
+    engine = FakeEngine()
+    registry, metrics = make(engine)
+    await registry.reconcile("e0")
+    engine.loaded["a@v1"] = "/p"  # another replica loaded it after our last look
+    await use(registry, versions["a@v1"])
+    assert engine.loads() == []  # the fresh look under the lock saw it: no load at all
+    assert sample(metrics, "loragate_adapter_already_loaded_total", engine="e0") == 1
+    assert sample(metrics, "loragate_adapter_loads_total", engine="e0", adapter="a") == 0
+
+
+async def test_a_version_running_on_the_engine_for_another_gateway_is_not_evicted(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    clock = Clock()
+    registry, _ = make(engine, clock=clock)
+    for key in ("a@v1", "b@v1"):
+        clock.now += 1
+        await use(registry, versions[key])
+    engine.busy = {"a@v1"}  # a is the LRU here, but another gateway runs it
+    clock.now += 1
+    await use(registry, versions["c@v1"])
+    assert ("unload", "a@v1") not in engine.calls and ("unload", "b@v1") in engine.calls
+
+
+async def test_a_version_another_gateway_unloaded_is_dropped_and_reloaded(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine)
+    await use(registry, versions["a@v1"])
+    del engine.loaded["a@v1"]  # another replica evicted it
+    registry.forget("e0", "a@v1")  # what the gateway does on the engine's 404
+    await use(registry, versions["a@v1"])
+    assert engine.loads() == ["a@v1", "a@v1"]
+
+    del engine.loaded["a@v1"]
+    await registry.reconcile("e0")  # a view newer than the load drops it too
+    assert resident(registry) == []
+
+
+async def test_a_view_older_than_a_load_does_not_drop_it(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, _ = make(engine)
+    await registry.reconcile("e0")  # epoch 1, nothing held
+    stale = await registry.residency.look("e0")
+    await use(registry, versions["a@v1"])
+    registry.apply_view("e0", stale)  # fetched before the load finished
+    assert resident(registry) == ["a@v1"]
+
+
+async def test_steady_traffic_cannot_starve_a_cold_version(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    """#12.6: 4 slots, 2 pinned, the other 2 with steady traffic; a cold version waits,
+    drains the longest-resident busy slot, and gets served; nothing pinned is touched."""
+    engine = FakeEngine(load_s=0.01)
+    registry, metrics = make(engine, capacity=4, wait_timeout_s=3, min_hold_s=0.05)
+    registry.set_pins([versions["a@v1"], versions["b@v1"]])
+    for key in ("a@v1", "b@v1"):
+        await use(registry, versions[key])
+    stop = asyncio.Event()
+
+    async def steady(key: str) -> None:  # always one request in flight, back to back
+        while not stop.is_set():
+            hold = await registry.acquire("e0", versions[key])
+            await asyncio.sleep(0.01)
+            registry.release(hold)
+
+    traffic = [asyncio.create_task(steady(k)) for k in ("c@v1", "d@v1", "c@v1", "d@v1")]
+    await asyncio.sleep(0.1)
+    try:
+        await asyncio.wait_for(use(registry, versions["e@v1"]), 2)  # served, not refused
+    finally:
+        stop.set()
+        await asyncio.gather(*traffic)
+    assert "e@v1" in engine.loads()
+    assert sample(metrics, "loragate_slot_drains_total", engine="e0") >= 1
+    assert {"a@v1", "b@v1"} <= set(engine.loaded)  # pins never drained
+
+
+async def test_a_drain_that_times_out_gives_the_slot_back(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, metrics = make(engine, capacity=1, wait_timeout_s=0.2, min_hold_s=0)
+    hold = await registry.acquire("e0", versions["a@v1"])  # never released in time
+    with pytest.raises(Unavailable):
+        await registry.acquire("e0", versions["b@v1"])
+    await asyncio.sleep(0.3)  # the load task gives up too
+    assert [(s.key, s.state) for s in registry.view("e0")] == [("a@v1", "ready")]
+    assert sample(metrics, "loragate_slot_refusals_total", engine="e0", reason="busy") == 1
+    registry.release(hold)
+    await use(registry, versions["a@v1"])  # admitted again
+    assert engine.loads() == ["a@v1"]
+
+
+async def test_refusals_say_when_idle_pins_crowd_out_traffic(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    engine = FakeEngine()
+    registry, metrics = make(engine, capacity=2, wait_timeout_s=0.1, min_hold_s=60)
+    registry.set_pins([versions["a@v1"]])
+    await use(registry, versions["a@v1"])  # pinned, idle
+    hold = await registry.acquire("e0", versions["b@v1"])  # busy, too fresh to drain
+    with pytest.raises(Unavailable):
+        await registry.acquire("e0", versions["c@v1"])
+    registry.release(hold)
+    assert sample(metrics, "loragate_slot_refusals_total", engine="e0", reason="pinned") == 1
+    assert sample(metrics, "loragate_pinned_versions") == 1

@@ -11,7 +11,7 @@ import pytest
 from server.engines.registry import Registry
 from server.errors import AdapterLoadFailed, Conflict, NotFound, PromotionRefused
 from server.metrics import Metrics
-from server.releases.channels import active_versions, pinned_versions
+from server.releases.channels import active_versions, pin_budget, pinned_versions
 from server.releases.service import ReleaseService
 from server.serving.routing import Router
 from server.store.manifest import Channels, EvalReport
@@ -87,6 +87,16 @@ def test_pins_operator_first_then_recent_stable_and_previous_within_budget(
     assert keys == ["b@v1", "c@v2", "c@v1", "a@v2"]
     assert [v.engine_name for v in pinned_versions(snap, NOW, 0, budget=4)] == ["b@v1"]
     assert active_versions(snap)[:2] == [("a", "v1", "previous"), ("a", "v2", "stable")]
+
+
+@pytest.mark.parametrize(
+    ("slots", "share", "budget"),
+    [(4, 0.5, 2), (4, 1.0, 3), (3, 0.5, 1), (8, 0.25, 2), (1, 0.5, 0), (4, 0.0, 0)],
+)
+def test_pins_take_at_most_their_share_of_slots_and_never_all(
+    slots: int, share: float, budget: int
+) -> None:
+    assert pin_budget(slots, share) == budget
 
 
 def test_canary_split_within_tolerance_and_sticky_by_user(

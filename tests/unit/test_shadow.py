@@ -80,10 +80,12 @@ def setup(store: AdapterStore, tmp_path: Path) -> Setup:
     engine = RecordingEngine(name="e0")
     metrics = Metrics()
     registry = Registry({"e0": (engine, 4)}, metrics)
-    queue = EngineQueue("e0", limit=8, max_queue=8, max_wait_s=1.0)
+    admission = Admission(max_wait_s=1.0)
+    admission.add("e0", limit=8, max_queue=8)
+    queue = admission.queues["e0"]
     sink = Sink()
     engines: dict[str, Any] = {"e0": engine}
-    placement, admission = Placement(registry), Admission({"e0": queue})
+    placement = Placement(registry)
     shadow = ShadowTraffic(
         lambda: store.snapshot,
         placement,
