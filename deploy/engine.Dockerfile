@@ -1,6 +1,6 @@
 # The vLLM engine for deploy/compose.yaml and deploy/k8s/: an official vLLM image plus the demo
 # base model, built into the image, and loragate's vLLM plugin (the CPU LoRA fix, see
-# server/vllm_plugin.py; a no-op on GPUs).
+# server/vllm_plugin/; a no-op on GPUs).
 #
 #   CPU: docker build -f deploy/engine.Dockerfile -t loragate-engine:cpu .
 #   GPU: docker build -f deploy/engine.Dockerfile -t loragate-engine:gpu \

@@ -21,7 +21,9 @@ class ManagedEngine(BaseModel):
     )
     model: str = Field("demo", description="model directory, or 'demo' for the built demo base")
     port: int = Field(8101, ge=1, le=65535)
-    max_loras: int = Field(2, ge=1)
+    max_loras: int = Field(
+        3, ge=1, description="adapters per batch (--max-loras); 3 fits the demo store's three"
+    )
     max_lora_rank: int = Field(8, ge=1)
     dtype: str = "float32"
     max_model_len: int = 1024
@@ -55,6 +57,12 @@ class EngineConfig(BaseModel):
     def _one_source(self) -> EngineConfig:
         if sum(x is not None for x in (self.url, self.managed, self.dns)) != 1:
             raise ValueError("an engine needs exactly one of `url`, `managed` or `dns`")
+        if self.managed is not None and self.managed.max_loras > self.max_cpu_loras:
+            raise ValueError(
+                f"managed.max_loras ({self.managed.max_loras}) must not exceed max_cpu_loras "
+                f"({self.max_cpu_loras}): vLLM refuses to start with --max-loras above "
+                "--max-cpu-loras"
+            )
         return self
 
     def base_url(self) -> str:

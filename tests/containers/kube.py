@@ -1,29 +1,39 @@
-"""deploy/k8s rendered for `podman kube play` (podman 4.3), played, and probed.
+"""deploy/k8s rendered for `podman kube play` (podman 4.3) and probed; kubeplay.py plays it.
 
 `kubectl apply -k deploy/k8s` applies the kustomization's resources with its image names. This
 module renders the same documents so that podman runs them as a cluster would, and every change
 is listed here; the rest is played as written: args, env, ConfigMap and claim volumes and their
 mounts, emptyDirs, the pod's user and group, read-only root filesystem, dropped capabilities,
-no privilege escalation, memory limits.
+no privilege escalation, memory limits. Every field of a workload, its pod, its containers and
+volumes, and of a Service is in kubefields.FIELDS: played, or schema only and why; a field in
+none is refused.
 
-- replicas: podman plays one pod per Deployment, so replica i of Deployment `name` becomes a
-  one-replica Deployment `<prefix>-<name>-<i>` (a StatefulSet's pod keeps its name
-  `<name>-<i>`, as Kubernetes names it).
-- Service: podman has none. A Service becomes DNS names (network aliases) of the pods it
-  selects, on the run's own network: `svc`, `svc.ns`, `svc.ns.svc`, `svc.ns.svc.cluster.local`
-  (several pods under one name answer with every address, as a headless Service does); a
-  headless Service also names each pod of its StatefulSet `<pod>.<svc>` and so on. An alias
-  cannot remap ports, so a Service whose port differs from its target is refused.
+- replicas: podman plays one pod per Deployment, so replica i of workload `name` becomes a
+  one-replica Deployment `<prefix>-<name>-<i>`, its pod `<prefix>-<name>-<i>-pod-0`. A
+  StatefulSet's pod keeps its Kubernetes name as its hostname, `<name>-<i>`.
+- Service: podman has none. A Service becomes DNS names (network aliases, aardvark-dns) of the
+  pods it selects, on the run's own network: `svc`, `svc.ns`, `svc.ns.svc`,
+  `svc.ns.svc.cluster.local`. Several pods under one name answer with one A record each (seen
+  with aardvark-dns 1.4: getaddrinfo gets every address, and a stopped pod's is gone), which
+  is what a headless Service is; a headless Service also names each pod of its StatefulSet
+  `<pod>.<svc>` and so on. A ClusterIP Service's one virtual IP is not rendered: its clients
+  (the tests) balance over the pods' addresses themselves. An alias cannot remap ports, so a
+  Service whose port differs from its target is refused. Kubernetes lists a pod in DNS once
+  it is ready (publishNotReadyAddresses: false); podman once it starts.
 - Namespace: podman has none, and its volumes and pods are host-wide: every name podman makes
   host-wide (ConfigMap and claim volumes, emptyDirs, pods) gets the run's prefix instead.
 - emptyDir: podman 4.3 makes one volume per emptyDir *name*, shared by every pod using that
-  name (Kubernetes: one per pod): renamed per pod.
+  name (Kubernetes: one per pod): renamed per pod. It is a directory on disk whatever its
+  medium and sizeLimit say (schema only).
 - ports: podman 4.3 publishes every containerPort on the host's 0.0.0.0 (Kubernetes never does,
-  and two replicas collide): dropped; pods are reached at their address on the network.
+  and two replicas collide): dropped; pods are reached at their address on the network, at
+  the ports the manifests declare (`Pod.containers` keeps them).
 - probes: podman 4.3 turns a livenessProbe into a `curl` healthcheck (there is no curl in the
   images) and cannot resolve named ports (it probes port 0); readiness and startup probes it
   ignores. Dropped from what is played, and run by the tests as the kubelet runs them
   (`probe_urls`, from the manifests' own probes and ports).
+- terminationGracePeriodSeconds: podman 4.3 keeps its own stop timeout (10 s); `Pod.grace_s`
+  carries it to `KubePlay.delete`, which waits that long before SIGKILL, as the kubelet does.
 - images: the kustomization's `images` are applied, then loragate-gateway becomes the local
   gateway image and loragate-engine (vLLM) the simulated engine image, its vLLM arguments
   translated (tests/containers/sim.py).
@@ -34,9 +44,9 @@ no privilege escalation, memory limits.
   by G (podman's volume.podman.io/uid and gid annotations): the volume is then the writers',
   as fsGroup's group ownership makes it in Kubernetes.
 - Not played: PodDisruptionBudget (no eviction API), ConfigMaps no pod uses (the Prometheus
-  scrape config: no Prometheus here). These, and what podman ignores (resources.requests,
-  the rollout strategy, affinity: one node), are checked by schema only
-  (tests/unit/test_deploy.py).
+  scrape config: no Prometheus here), and the fields kubefields.FIELDS marks schema only
+  (one node, no scheduler, no controllers). `Plan.not_played` and `Plan.schema_only` list
+  what a run skipped; tests/unit/test_deploy.py checks them.
 """
 
 from __future__ import annotations
@@ -49,7 +59,8 @@ from typing import Any
 
 import yaml
 
-from tests.containers.podman import GATEWAY_IMAGE, SIM_IMAGE, inspect, pod_ip, podman
+from tests.containers.kubefields import schema_only
+from tests.containers.podman import GATEWAY_IMAGE, SIM_IMAGE
 from tests.containers.sim import sim_args
 
 Doc = dict[str, Any]
@@ -58,6 +69,7 @@ NOT_PLAYED = {
     "PodDisruptionBudget": "no eviction API here: schema only",
 }
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+DEFAULT_GRACE_S = 30  # Kubernetes' terminationGracePeriodSeconds when a pod sets none
 
 
 @dataclass(frozen=True)
@@ -70,9 +82,24 @@ class Pod:
     documents: tuple[Doc, ...]
     aliases: tuple[str, ...]  # its DNS names on the network (the Services that select it)
     containers: tuple[Doc, ...]  # the containers as the manifests declare them
+    annotations: Mapping[str, str]  # the pod template's, as the manifests declare them
+    grace_s: int  # terminationGracePeriodSeconds
+
+    @property
+    def k8s_name(self) -> str:
+        """Its name in Kubernetes (a StatefulSet's `vllm-0`; a Deployment's pod has a random
+        suffix there, the replica number here)."""
+        return f"{self.workload}-{self.replica}"
 
     def yaml(self) -> str:
         return yaml.safe_dump_all(self.documents, sort_keys=False)
+
+    def port(self, name: str) -> int:
+        """The containerPort called `name` (KeyError: none)."""
+        ports = {p.get("name"): p["containerPort"] for c in self.containers
+                 for p in c.get("ports", [])}  # fmt: skip
+        port: int = ports[name]
+        return port
 
 
 @dataclass
@@ -81,6 +108,7 @@ class Plan:
     claims: list[Doc] = field(default_factory=list)  # PersistentVolumeClaims, renamed
     pods: list[Pod] = field(default_factory=list)
     not_played: list[tuple[str, str, str]] = field(default_factory=list)  # kind, name, why
+    schema_only: list[tuple[str, str, str]] = field(default_factory=list)  # object, field, why
 
     def pods_of(self, workload: str) -> list[Pod]:
         return [pod for pod in self.pods if pod.workload == workload]
@@ -147,6 +175,8 @@ def render(
     used: set[str] = set()
     for doc in docs:
         kind, name = doc["kind"], doc["metadata"]["name"]
+        if kind in WORKLOADS or kind == "Service":
+            plan.schema_only += schema_only(doc)
         if kind in WORKLOADS:
             count = (replicas or {}).get(name, doc["spec"].get("replicas", 1))
             for i in range(count):
@@ -202,8 +232,6 @@ def _pod(
 ) -> Pod:
     name, namespace = doc["metadata"]["name"], doc["metadata"].get("namespace", "default")
     stateful = doc["kind"] == "StatefulSet"
-    if stateful and doc["spec"].get("volumeClaimTemplates"):
-        raise ValueError(f"StatefulSet {name}: volumeClaimTemplates are not rendered yet")
     k8s_pod = f"{name}-{replica}"
     deployment = f"{prefix}-{k8s_pod}"
     template = copy.deepcopy(doc["spec"]["template"])
@@ -211,6 +239,9 @@ def _pod(
     original = tuple(copy.deepcopy(spec["containers"]))
     aliases = _aliases(services, template, namespace, k8s_pod,
                        doc["spec"].get("serviceName") if stateful else None)  # fmt: skip
+    if stateful:
+        spec["hostname"] = k8s_pod  # Kubernetes names a StatefulSet's pod's host after it
+    grace_s = spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_S)
     refs = _rename_volumes(spec, prefix, deployment)
     for container in [*spec.get("initContainers", []), *spec["containers"]]:
         refs |= _render_container(container, prefix, sim_extra)
@@ -225,7 +256,9 @@ def _pod(
         config_map = copy.deepcopy(config_maps[ref])
         config_map["metadata"] = {"name": f"{prefix}-{ref}"}
         documents.append(config_map)
-    return Pod(name, replica, f"{deployment}-pod-0", tuple(documents), tuple(aliases), original)
+    annotations = dict(doc["spec"]["template"]["metadata"].get("annotations", {}))
+    return Pod(name, replica, f"{deployment}-pod-0", tuple(documents), tuple(aliases), original,
+               annotations, grace_s)  # fmt: skip
 
 
 def _aliases(
@@ -240,6 +273,8 @@ def _aliases(
         if not selector or not selector.items() <= labels.items():
             continue
         svc, ns = service["metadata"]["name"], service["metadata"].get("namespace", namespace)
+        if service["spec"].get("type", "ClusterIP") != "ClusterIP":
+            raise ValueError(f"Service {svc}: type {service['spec']['type']} is not rendered")
         for port in service["spec"].get("ports", []):
             target = port.get("targetPort", port["port"])
             if ports.get(target, target) != port["port"]:
@@ -262,8 +297,6 @@ def _rename_volumes(spec: Doc, prefix: str, deployment: str) -> set[str]:
         if "persistentVolumeClaim" in volume:
             claim = volume["persistentVolumeClaim"]
             claim["claimName"] = f"{prefix}-{claim['claimName']}"
-        if "secret" in volume:
-            volume["secret"]["secretName"] = f"{prefix}-{volume['secret']['secretName']}"
         if "emptyDir" in volume:
             renamed[volume["name"]] = f"{deployment}-{volume['name']}"
             volume["name"] = renamed[volume["name"]]
@@ -328,74 +361,10 @@ def probe_urls(pod: Pod, address: str) -> list[tuple[str, str, str]]:
     return urls
 
 
-# --- playing ---------------------------------------------------------------------------------
-
-
-class KubePlay:
-    """Plays a Plan on a network of its own; `close()` removes every pod, volume and the
-    network it made (podman's kube play leaves ConfigMap and claim volumes behind)."""
-
-    def __init__(self, plan: Plan, workdir: Path) -> None:
-        self.plan = plan
-        self.network = plan.prefix
-        self.workdir = workdir
-        self.played: list[Pod] = []
-
-    def __enter__(self) -> KubePlay:
-        podman("network", "create", self.network)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def play_claims(self) -> None:
-        for claim in self.plan.claims:
-            path = self.workdir / f"{claim['metadata']['name']}.yaml"
-            path.write_text(yaml.safe_dump(claim, sort_keys=False))
-            # --network: without one podman creates a host-wide default network and keeps it.
-            podman("kube", "play", "--network", self.network, str(path))
-
-    def fill(self, claim: str, tarball: Path) -> None:
-        """Put `tarball`'s files into the volume of `claim` (before any pod mounts it)."""
-        volume = self.plan.volume(claim)
-        podman("volume", "import", volume, str(tarball))
-        # podman makes a new volume's root the property of the first container that mounts it
-        # (read-only or not, whatever its uid annotation says): mount it once as its owner, or
-        # the engine, another user, would take the store from the gateway.
-        owner = inspect(volume, "volume")
-        podman("run", "--rm", "--network", "none", "--user", f"{owner['UID']}:{owner['GID']}",
-               "--volume", f"{volume}:/store", "--entrypoint", "true", SIM_IMAGE)  # fmt: skip
-
-    def play(self, pod: Pod, replace: bool = False) -> None:
-        """Play `pod` (`replace`: a pod of that name, stopped or not, is removed first)."""
-        path = self.workdir / f"{pod.name}.yaml"
-        path.write_text(pod.yaml())
-        network = self.network
-        if pod.aliases:
-            network += ":" + ",".join(f"alias={alias}" for alias in pod.aliases)
-        self.played.append(pod)
-        options = ["--replace"] if replace else []
-        podman("kube", "play", *options, "--network", network, str(path))
-
-    def address(self, pod: Pod) -> str:
-        return pod_ip(pod.name, self.network)
-
-    def delete(self, pod: Pod, grace_s: float) -> None:
-        """`kubectl delete pod`: SIGTERM to its containers, SIGKILL after `grace_s`, then the
-        pod's sandbox. (`podman pod stop` stops the infra container with the others, which
-        takes the pod's network away while its containers still drain.)"""
-        for container in pod.containers:
-            name = f"{pod.name}-{container['name']}"
-            podman("stop", "--time", str(int(grace_s)), name, timeout=grace_s + 30)
-        podman("pod", "stop", "--time", "0", pod.name)
-
-    def close(self) -> None:
-        pods = sorted({pod.name for pod in self.played})
-        if pods:  # stop, then rm: `pod rm --force` takes seconds a pod here
-            podman("pod", "stop", "--time", "0", *pods, check=False)
-            podman("pod", "rm", "--force", *pods, check=False)
-        names = podman("volume", "ls", "--format", "{{.Name}}", check=False).stdout.split()
-        volumes = [name for name in names if name.startswith(f"{self.plan.prefix}-")]
-        if volumes:
-            podman("volume", "rm", "--force", *volumes, check=False)
-        podman("network", "rm", "--force", self.network, check=False)
+def scrape_url(pod: Pod, address: str) -> str | None:
+    """Where a Prometheus with deploy/k8s/prometheus-scrape.yaml's relabelling scrapes `pod`
+    (its prometheus.io/* annotations), or None when it is not scraped."""
+    if pod.annotations.get("prometheus.io/scrape") != "true":
+        return None
+    port = pod.annotations["prometheus.io/port"]
+    return f"http://{address}:{port}{pod.annotations.get('prometheus.io/path', '/metrics')}"

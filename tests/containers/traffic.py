@@ -29,6 +29,7 @@ class Stream:
     model: str = "qa"
     max_tokens: int = 40
     status: int | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # the response's, lower-case names
     lines: list[str] = field(default_factory=list)  # the `data:` lines, in order
     error: BaseException | None = None
     first: threading.Event = field(default_factory=threading.Event)
@@ -45,6 +46,7 @@ class Stream:
             with httpx.stream("POST", f"{self.base_url}/v1/chat/completions", json=body,
                               timeout=60.0) as response:  # fmt: skip
                 self.status = response.status_code
+                self.headers = dict(response.headers)
                 for line in response.iter_lines():
                     if line.startswith("data:"):
                         self.lines.append(line)
@@ -78,6 +80,7 @@ class Sent:
     at: float  # time.monotonic() when the request was sent
     endpoint: str
     status: int | None  # None: refused, reset or timed out
+    engine: str | None = None  # the engine that served it (the gateway's X-Engine header)
 
 
 class ServiceTraffic:
@@ -128,9 +131,8 @@ class ServiceTraffic:
             turn += 1
             at = time.monotonic()
             try:
-                status: int | None = complete(
-                    self.endpoints[name], model, 2, timeout=5.0
-                ).status_code
+                response = complete(self.endpoints[name], model, 2, timeout=5.0)
+                sent = Sent(at, name, response.status_code, response.headers.get("x-engine"))
             except httpx.HTTPError:
-                status = None
-            self.sent.append(Sent(at, name, status))
+                sent = Sent(at, name, None)
+            self.sent.append(sent)

