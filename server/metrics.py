@@ -263,6 +263,36 @@ class Metrics:
             registry=r,
         )
 
+        # Safe rollout (server/releases/canary_controller.py, server/serving/shadow.py).
+        self.canary_rollbacks = Counter(
+            "loragate_canary_rollbacks_total",
+            "Canaries this gateway set to weight 0 by itself, by the bound they broke "
+            "(error_rate, latency, violations; gate: promotion refused after the last step)",
+            ["adapter", "reason"],
+            registry=r,
+        )
+        self.canary_steps = Counter(
+            "loragate_canary_steps_total",
+            "Progressive canary steps this gateway advanced (the promotion after 100 % included)",
+            ["adapter"],
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "loragate_shadow_requests_total",
+            "Requests mirrored to a shadow candidate, by outcome (answered, failed, "
+            "dropped_limit, dropped_busy, dropped_cold)",
+            ["adapter", "outcome"],
+            registry=r,
+        )
+        self.first_request_extra_seconds = Histogram(
+            "loragate_adapter_first_request_extra_seconds",
+            "Engine time of the first request after an adapter load, over a resident "
+            "request's (running mean); measure: first_byte (streams) or total",
+            ["engine", "measure"],
+            buckets=LOAD_BUCKETS,
+            registry=r,
+        )
+
     def track_versions(self, versions: Callable[[], Iterable[tuple[str, str, str]]]) -> None:
         """Export `loragate_active_version_info` from (adapter, version, channel) triples."""
         self.registry.register(_ActiveVersions(versions))

@@ -33,13 +33,17 @@ from server.engines.supervisor import EngineSupervisor
 from server.engines.swaplock import LOCK_DIR, FileSwapLocks
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.metrics import Metrics
+from server.releases.canary_controller import CanaryController
 from server.releases.channels import active_versions, pin_budget, pin_candidates
+from server.releases.outcomes import OutcomeLog
 from server.releases.service import ReleaseService
+from server.releases.shadow_report import ShadowReports
 from server.serving.gateway import Gateway
 from server.serving.limits import Limiter
 from server.serving.models import ModelCatalog
 from server.serving.prepare import Caps
 from server.serving.routing import Router
+from server.serving.shadow import ShadowTraffic
 from server.serving.tenants import Tenants
 from server.settings import Settings
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -122,6 +126,7 @@ class Runtime:
             max_prompt_chars=settings.max_prompt_chars,
             max_prompt_tokens=settings.max_prompt_tokens,
         )
+        self._rollout_parts(caps)
         self.gateway = Gateway(
             self.router,
             self.placement,
@@ -131,6 +136,8 @@ class Runtime:
             caps,
             Limiter(),
             hide_foreign=settings.hide_foreign_adapters,
+            outcomes=self.outcomes,
+            shadow=self.shadow,
         )
         self.releases = ReleaseService(
             self.store,
@@ -140,11 +147,29 @@ class Runtime:
             pins_changed=self._apply_pins,
             max_upload_bytes=settings.max_upload_bytes,
         )
+        self.canaries = CanaryController(
+            self.store, self.outcomes, self.releases, self.metrics, pins_changed=self._apply_pins
+        )
         self.metrics.track_versions(lambda: active_versions(self.store.snapshot))
         self._tasks: set[asyncio.Task[None]] = set()
         self._store_mark: object = None
         self._started = False
         self.draining = False  # set on SIGTERM: /readyz answers 503 from then on
+
+    def _rollout_parts(self, caps: Caps) -> None:
+        """Canary outcomes and shadow mirrors (server/releases, server/serving/shadow.py)."""
+        self.outcomes = OutcomeLog(lambda: self.store.snapshot)
+        self.shadow_reports = ShadowReports(self.store)
+        self.shadow = ShadowTraffic(
+            lambda: self.store.snapshot,
+            self.placement,
+            self.admission,
+            self.engines,
+            self.metrics,
+            caps,
+            self.shadow_reports,
+            max_inflight=self.settings.shadow_max_inflight,
+        )
 
     def _client(self, target: EngineTarget) -> EngineClient:
         s = self.settings
@@ -198,6 +223,8 @@ class Runtime:
         self._started = True
         self._spawn(self._every(self.settings.reconcile_interval_s, self.check_engines))
         self._spawn(self._every(STORE_POLL_S, self.poll_store))
+        self._spawn(self._every(self.settings.canary_interval_s, self.canaries.tick))
+        self._spawn(self._every(self.settings.shadow_report_interval_s, self.shadow_reports.flush))
         # What start-up built lives as long as the process: keep it out of the collector's
         # full passes, which otherwise stall a request for milliseconds now and then.
         gc.freeze()
@@ -206,6 +233,8 @@ class Runtime:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.shadow.aclose()
+        await self.shadow_reports.flush()  # what this gateway mirrored since the last flush
         for supervisor in self.supervisors:
             await supervisor.stop()
         await self.registry.aclose()

@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     )
     log_json: bool = True
 
+    # Safe rollout (seconds): canary analysis runs every canary_interval_s; each gateway sends
+    # at most shadow_max_inflight mirrors at once (dropped past that) and adds its shadow
+    # results to the candidates' eval reports every shadow_report_interval_s.
+    canary_interval_s: float = Field(1.0, gt=0)
+    shadow_max_inflight: int = Field(8, ge=1)
+    shadow_report_interval_s: float = Field(30.0, gt=0)
+
     # Metrics on their own listener (None: off); on the API port /metrics needs the admin token.
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(9464, ge=0, le=65535)

@@ -488,6 +488,7 @@ def swaps() -> model.Dashboard:
 
 
 LOOKUPS = "loragate_registry_lookups_total"
+FIRST_EXTRA = "loragate_adapter_first_request_extra_seconds"
 
 
 def _swap_stats() -> list[Item]:
@@ -565,6 +566,31 @@ def _swap_loads() -> list[Item]:
             "10 min).",
             per_s("loragate_adapter_loads_total", "adapter", "loads"),
             per_s("loragate_adapter_load_failures_total", "adapter", "failures"),
+        ),
+        timeseries_panel(
+            "First request after a load: extra time",
+            units.Seconds,
+            "p50/p95/p99 of the engine time the first request after an adapter load spends over "
+            "a resident request's (host to device slot), time to the engine's first byte of "
+            "streamed requests, by engine.",
+            *quantiles(FIRST_EXTRA, "engine", f'{ENGINE}, measure="first_byte"'),
+        ),
+        timeseries_panel(
+            "Swap cost by tier (p95)",
+            units.Seconds,
+            "What a swap costs, per engine: the engine's load call (disk to host memory) and the "
+            "first request's extra time (host to device; first_byte: streams, total: whole "
+            "answers, which also vary with their length).",
+            query(
+                "histogram_quantile(0.95, sum by (engine, le) "
+                f"(rate(loragate_adapter_load_seconds_bucket{{{ENGINE}}}[{RATE}])))",
+                "load call {{engine}}",
+            ),
+            query(
+                "histogram_quantile(0.95, sum by (engine, measure, le) "
+                f"(rate({FIRST_EXTRA}_bucket{{{ENGINE}}}[{RATE}])))",
+                "first request {{measure}} {{engine}}",
+            ),
         ),
     ]
 
@@ -646,6 +672,8 @@ def releases() -> model.Dashboard:
             *_release_channels(),
             dashboard.Row("Release events"),
             _release_events(),
+            dashboard.Row("Safe rollout: automatic canaries and shadows"),
+            *_release_rollout(),
         ],
         [
             PrometheusAnnotation(
@@ -653,6 +681,12 @@ def releases() -> model.Dashboard:
             ),
             PrometheusAnnotation(
                 "Rollbacks", _event("loragate_rollbacks_total"), "red", "rolled back {{adapter}}"
+            ),
+            PrometheusAnnotation(
+                "Canary rollbacks",
+                _event("loragate_canary_rollbacks_total"),
+                "orange",
+                "canary of {{adapter}} rolled back automatically",
             ),
         ],
     )
@@ -762,6 +796,40 @@ def _release_events() -> Item:
         height=6,
         low=0,
     )
+
+
+def _release_rollout() -> list[Item]:
+    return [
+        timeseries_panel(
+            "Automatic canary rollbacks and steps",
+            units.Short,
+            "Canaries a gateway set to weight 0 by itself, by the bound broken (error_rate, "
+            "latency, violations; gate: promotion refused after the last step; alert: any), and "
+            "progressive steps advanced, counted since each gateway started.",
+            query(
+                f"sum by (adapter, reason) (loragate_canary_rollbacks_total{{{ADAPTER}}})",
+                "rollbacks {{adapter}} {{reason}}",
+            ),
+            query(
+                f"sum by (adapter) (loragate_canary_steps_total{{{ADAPTER}}})",
+                "steps {{adapter}}",
+            ),
+            low=0,
+        ),
+        timeseries_panel(
+            "Shadow requests/s by outcome",
+            units.RequestsPerSecond,
+            "Requests mirrored to each adapter's shadow candidate: answered, failed, or dropped "
+            "(limit: the gateway's shadow_max_inflight; busy: the engine's admission queue; "
+            "cold: the candidate not loaded).",
+            query(
+                "sum by (adapter, outcome) "
+                f"(rate(loragate_shadow_requests_total{{{ADAPTER}}}[{RATE}]))",
+                "{{adapter}} {{outcome}}",
+            ),
+            stack=True,
+        ),
+    ]
 
 
 DASHBOARDS = {"fleet.json": fleet, "swaps.json": swaps, "releases.json": releases}

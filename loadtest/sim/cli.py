@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--fail-load", default=None, metavar="REGEX", help="loads of matching names fail")
     add("--load-lies", action="store_true", help="loads answer 200 but register nothing")
     add("--fail-requests", type=float, default=0.0, help="probability a request fails")
+    add("--fail-models", default=None, metavar="REGEX", help="--fail-requests only for these")
     add("--request-delay-ms", type=float, default=0.0)
     add("--stream-error-after-tokens", type=int, default=None)
     return parser
@@ -48,6 +49,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         fail_load=args.fail_load,
         load_lies=args.load_lies,
         fail_requests=args.fail_requests,
+        fail_models=args.fail_models,
         request_delay_ms=args.request_delay_ms,
         stream_error_after_tokens=args.stream_error_after_tokens,
     )

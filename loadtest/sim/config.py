@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import re
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class Faults(BaseModel):
@@ -25,6 +32,9 @@ class Faults(BaseModel):
     # Probability in [0, 1] that an accepted completion request fails with a 500 before any
     # output (vLLM's GenerationError "Internal server error").
     fail_requests: float = Field(default=0.0, ge=0.0, le=1.0)
+    # Limits `fail_requests` to requests whose served model name (the base id, or a LoRA's
+    # name such as `alpha@v2`) matches this regex (re.search; `^alpha@v2$` for one name).
+    fail_models: str | None = None
     # Extra latency (ms) before a completion request reaches the scheduler.
     request_delay_ms: float = Field(default=0.0, ge=0.0)
     # Streams fail with an SSE error event after this many tokens (None = never).
@@ -32,18 +42,22 @@ class Faults(BaseModel):
     # GET /health answers 503, as vLLM does once its engine core has died.
     unhealthy: bool = False
 
-    @field_validator("fail_load")
+    @field_validator("fail_load", "fail_models")
     @classmethod
-    def _compiles(cls, value: str | None) -> str | None:
+    def _compiles(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
             try:
                 re.compile(value)
             except re.error as exc:  # not a ValueError, so pydantic would not report it
-                raise ValueError(f"fail_load is not a regular expression: {exc}") from exc
+                raise ValueError(f"{info.field_name} is not a regular expression: {exc}") from exc
         return value
 
     def load_fails(self, lora_name: str) -> bool:
         return self.fail_load is not None and re.search(self.fail_load, lora_name) is not None
+
+    def may_fail(self, model: str) -> bool:
+        """Whether `fail_requests` applies to a request for the served model `model`."""
+        return self.fail_models is None or re.search(self.fail_models, model) is not None
 
     def merged(self, changes: dict[str, object]) -> Faults:
         """A copy with `changes` applied and validated; raises pydantic.ValidationError."""

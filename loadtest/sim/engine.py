@@ -279,7 +279,10 @@ class SimEngine:
         except asyncio.CancelledError:
             self.stats.requests_cancelled += 1
             raise
-        if self._rng.random() < self.faults.fail_requests:
+        faults = self.faults
+        # The draw happens for every request (matching or not), so a seeded run fails the same
+        # requests whatever `fail_models` selects.
+        if self._rng.random() < faults.fail_requests and faults.may_fail(job.model):
             self.stats.requests_failed += 1
             raise GenerationFailure()
 

@@ -21,8 +21,9 @@ from server.protocol.admin import (
     CanaryRequest,
     PromoteRequest,
     RegisterInPlace,
+    ShadowRequest,
 )
-from server.releases.service import ChangeResult, PrewarmResult, RetireResult
+from server.releases.results import ChangeResult, PrewarmResult, RetireResult
 from server.store.snapshot import AdapterVersion
 
 # Not in the public OpenAPI document: it would list the admin API to every caller.
@@ -93,7 +94,16 @@ async def rollback(admin: AdminDep, releases: ReleasesDep, name: str) -> ChangeR
 async def canary(
     admin: AdminDep, releases: ReleasesDep, name: str, req: CanaryRequest
 ) -> ChangeResult:
-    return await releases.canary(name, req.version, req.weight, actor=admin.actor)
+    return await releases.canary(
+        name, req.version, req.weight, actor=admin.actor, bounds=req.bounds()
+    )
+
+
+@router.post("/adapters/{name}/shadow")
+async def shadow(
+    admin: AdminDep, releases: ReleasesDep, name: str, req: ShadowRequest
+) -> ChangeResult:
+    return await releases.shadow(name, req.version, req.share, actor=admin.actor)
 
 
 @router.post("/adapters/{name}/versions/{version}/pin")

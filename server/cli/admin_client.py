@@ -103,9 +103,17 @@ class AdminClient:
         result: dict[str, Any] = self._call("POST", f"/adapters/{name}/rollback")
         return result
 
-    def canary(self, name: str, version: str, weight: float) -> dict[str, Any]:
-        body = {"version": version, "weight": weight}
+    def canary(
+        self, name: str, version: str, weight: float | None, **bounds: Any
+    ) -> dict[str, Any]:
+        """`bounds`: the canary's analysis fields to send (None: that bound off)."""
+        body = {"version": version, **({"weight": weight} if weight is not None else {}), **bounds}
         result: dict[str, Any] = self._call("POST", f"/adapters/{name}/canary", json=body)
+        return result
+
+    def shadow(self, name: str, version: str, share: float) -> dict[str, Any]:
+        body = {"version": version, "share": share}
+        result: dict[str, Any] = self._call("POST", f"/adapters/{name}/shadow", json=body)
         return result
 
     def version_action(self, name: str, version: str, action: str) -> dict[str, Any]:
@@ -131,6 +139,11 @@ def change_summary(result: dict[str, Any]) -> str:
     parts = [
         f"{result['adapter']}: stable {ch['stable'] or '-'}, previous {ch['previous'] or '-'}",
         f"canary {canary['version']} {canary['weight']:.0%}" if canary else "no canary",
+        *(
+            [f"shadow {shadow['version']} {shadow['share']:.0%}"]
+            if (shadow := ch.get("shadow"))
+            else []
+        ),
         f"switch {result['switch_ms']:.1f} ms",
     ]
     if result.get("prewarmed"):
@@ -140,3 +153,22 @@ def change_summary(result: dict[str, Any]) -> str:
     if result.get("not_resident"):
         parts.append(f"not resident on {', '.join(result['not_resident'])} (loads on first use)")
     return "; ".join(parts)
+
+
+def canary_bounds(options: dict[str, str | None]) -> dict[str, Any]:
+    """CLI options → the canary request's bound fields: numbers, `off` (null: not checked),
+    `steps` as comma-separated percentages. Raises ValueError naming the option."""
+    bounds: dict[str, Any] = {}
+    for name, raw in options.items():
+        if raw is None:
+            continue
+        try:
+            if name == "steps":
+                bounds[name] = [float(s) for s in raw.split(",") if s.strip()]
+            elif raw.strip().lower() == "off":
+                bounds[name] = None
+            else:
+                bounds[name] = int(raw) if name == "min_requests" else float(raw)
+        except ValueError:
+            raise ValueError(f"--{name.replace('_', '-')}: {raw!r} is not a number") from None
+    return bounds

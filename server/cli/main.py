@@ -5,12 +5,10 @@ The only module that prints: everything else logs.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import getpass
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,8 +16,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from server.cli.admin_client import AdminClient, Refused, Unreachable, change_summary
+from server.cli import rollout
 from server.cli.loadtest import app as loadtest_app
+from server.cli.remote import DEFAULT_URL, NameArg, UrlOpt, VersionArg, admin, show_change
 from server.cli.tables import audit_table, list_table, status_table
 from server.errors import LoragateError
 from server.store.base_model import BaseModelSpec, demo_base_config
@@ -262,34 +261,6 @@ def list_adapters(
 
 # --- release commands: drive a running gateway's admin API -------------------------------
 
-UrlOpt = Annotated[str, typer.Option("--url", envvar="LORAGATE_URL", help="gateway URL")]
-NameArg = Annotated[str, typer.Argument(help="adapter name")]
-VersionArg = Annotated[str, typer.Argument(help="version, e.g. v3")]
-DEFAULT_URL = "http://127.0.0.1:8000"
-
-
-@contextlib.contextmanager
-def admin(url: str) -> Iterator[AdminClient]:
-    """A client sending LORAGATE_ADMIN_TOKEN. Exit 1 when the gateway refuses (its message is
-    printed), 2 when it cannot be reached."""
-    try:
-        with AdminClient(url, os.environ.get("LORAGATE_ADMIN_TOKEN")) as client:
-            yield client
-    except Refused as exc:
-        err_console.print(f"[red]refused ({exc.status}):[/red] {escape(exc.message)}")
-        raise typer.Exit(1) from None
-    except Unreachable as exc:
-        err_console.print(f"[red]unreachable:[/red] {escape(exc.message)}")
-        raise typer.Exit(2) from None
-
-
-def show_change(result: dict[str, Any]) -> None:
-    console.print(escape(change_summary(result)))
-    if result.get("gate"):
-        console.print(f"gate: {escape(result['gate']['reason'])}")
-    if result.get("forced"):
-        console.print("[yellow]forced past the eval gate (audited as forced)[/yellow]")
-
 
 @adapters_app.command("register")
 def register(
@@ -327,16 +298,8 @@ def rollback(name: NameArg, url: UrlOpt = DEFAULT_URL) -> None:
         show_change(client.rollback(name))
 
 
-@adapters_app.command("canary")
-def canary(
-    name: NameArg,
-    version: VersionArg,
-    weight: Annotated[float, typer.Argument(help="share of requests, 0..1; 0 ends it")],
-    url: UrlOpt = DEFAULT_URL,
-) -> None:
-    """Send a share of NAME's requests to VERSION (sticky per OpenAI `user`)."""
-    with admin(url) as client:
-        show_change(client.canary(name, version, weight))
+adapters_app.command("canary")(rollout.canary)
+adapters_app.command("shadow")(rollout.shadow)
 
 
 @adapters_app.command("pin")

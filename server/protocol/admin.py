@@ -4,6 +4,7 @@ silently promote without force, nor `weigth` end a canary."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,8 +29,29 @@ class PromoteRequest(_AdminRequest):
 
 
 class CanaryRequest(_AdminRequest):
+    """A canary and its analysis bounds (see `server.store.manifest.Canary` for what they mean
+    and their defaults). A bound sent as null is turned off; one not sent keeps its default."""
+
     version: str | None = Field(None, min_length=1, max_length=64)
-    weight: float = Field(ge=0.0, le=1.0, description="share of the adapter's requests; 0 ends")
+    weight: float | None = Field(
+        None, ge=0.0, le=1.0, description="share of the adapter's requests; 0 ends; steps: 1st"
+    )
+    max_error_rate_delta: float | None = Field(None, ge=0.0, le=1.0)
+    max_p99_ratio: float | None = Field(None, ge=1.0)
+    max_violation_rate: float | None = Field(None, ge=0.0, le=1.0)
+    min_requests: int | None = Field(None, ge=1)
+    window_s: float | None = Field(None, gt=0.0)
+    steps: list[float] | None = Field(None, max_length=20, description="percent, ending at 100")
+    dwell_s: float | None = Field(None, gt=0.0)
+
+    def bounds(self) -> dict[str, Any]:
+        """The analysis fields the caller sent (null included)."""
+        return {k: getattr(self, k) for k in self.model_fields_set - {"version", "weight"}}
+
+
+class ShadowRequest(_AdminRequest):
+    version: str | None = Field(None, min_length=1, max_length=64)
+    share: float = Field(ge=0.0, le=1.0, description="share of the stable's requests; 0 ends")
 
 
 # --- the adapter listing (GET /admin/adapters) ------------------------------------------------

@@ -60,3 +60,19 @@ def active_versions(snapshot: Snapshot) -> list[tuple[str, str, str]]:
         for adapter in snapshot.adapters.values()
         for version, channel in channel_of(adapter.channels).items()
     ]
+
+
+def canaries_moved(current: Channels, new: Channels) -> tuple[str | None, str | None]:
+    """The (from, to) canary versions of a change, for its audit entry."""
+    return (
+        current.canary.version if current.canary else None,
+        new.canary.version if new.canary else None,
+    )
+
+
+def shadows_moved(current: Channels, new: Channels) -> tuple[str | None, str | None]:
+    """The (from, to) shadow versions of a change, for its audit entry."""
+    return (
+        current.shadow.version if current.shadow else None,
+        new.shadow.version if new.shadow else None,
+    )

@@ -7,15 +7,27 @@ beats the stable's (same metric, and no more `policy_violations` or `schema_erro
 when there is no stable — the base model's score in its own report (`baseline_score`); the
 base's violation counts are not measured, so against the baseline only the score counts.
 A candidate without an eval on the gate dataset does not pass.
+
+Shadow reports (`evals/shadow.json`, `server.releases.shadow_report`) measure the candidate on
+the stable's live traffic, not its quality: agreement with the stable is no score to beat.
+When the candidate has one against the current stable, the gate also requires that on those
+requests the candidate failed no more output checks than the stable (policy violations,
+schema errors) and failed at most `MAX_SHADOW_ERROR_RATE` of them. Named as the gate dataset
+(`shadow`), that is the whole verdict: a team without an offline eval set promotes on live
+evidence, audited as such.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from server.store.manifest import EvalReport
 from server.store.snapshot import AdapterVersion
+
+SHADOW_DATASET = "shadow"
+MAX_SHADOW_ERROR_RATE = 0.01  # of the mirrored requests the stable answered
 
 
 @dataclass(frozen=True)
@@ -40,15 +52,72 @@ def gate_dataset(
         return requested
     if stable is not None and stable.manifest.eval is not None:
         return stable.manifest.eval.dataset
-    return next(iter(candidate_evals)) if len(candidate_evals) == 1 else None
+    quality = [d for d, r in candidate_evals.items() if r.shadow is None]
+    if len(quality) == 1:
+        return quality[0]
+    return SHADOW_DATASET if not quality and SHADOW_DATASET in candidate_evals else None
 
 
 def evaluate_gate(
     candidate: AdapterVersion, stable: AdapterVersion | None, requested: str | None = None
 ) -> GateResult:
     """The verdict (see the module docstring); never raises. Blocking: reads eval reports."""
-    who, evals = candidate.engine_name, candidate.evals()
+    evals = candidate.evals()
+    shadow = _live_report(evals, stable)
     dataset = gate_dataset(evals, stable, requested)
+    if dataset == SHADOW_DATASET:
+        if shadow is None:
+            reason = f"{candidate.engine_name} has no shadow report against the current stable"
+            return GateResult(False, reason, dataset)
+        return _shadow_verdict(shadow)
+    verdict = _quality(candidate, stable, dataset, evals)
+    if not verdict.passed or shadow is None:
+        return verdict
+    live = _shadow_verdict(shadow)
+    reason = f"{verdict.reason}; {live.reason}"
+    return dataclasses.replace(verdict, passed=live.passed, reason=reason)
+
+
+def _live_report(
+    evals: Mapping[str, EvalReport], stable: AdapterVersion | None
+) -> EvalReport | None:
+    """The candidate's shadow report, if it was measured against the current stable."""
+    report = evals.get(SHADOW_DATASET)
+    if report is None or report.shadow is None or stable is None:
+        return None
+    return report if report.shadow.reference == stable.engine_name else None
+
+
+def _shadow_verdict(report: EvalReport) -> GateResult:
+    stats = report.shadow
+    assert stats is not None
+    parts = [
+        f"shadow vs {stats.reference} on {report.n} requests: agreement "
+        f"{report.metric}={report.score:.4f}, exact {stats.exact_match:.1%}"
+    ]
+    passed = True
+    for name, a, b in (
+        ("policy_violations", report.policy_violations, stats.reference_policy_violations),
+        ("schema_errors", report.schema_errors, stats.reference_schema_errors),
+    ):
+        passed = passed and a <= b
+        parts.append(f"{name} {a} {'<=' if a <= b else '>'} stable's {b}")
+    rate = stats.errors / report.n
+    passed = passed and rate <= MAX_SHADOW_ERROR_RATE
+    sign = "<=" if rate <= MAX_SHADOW_ERROR_RATE else ">"
+    parts.append(f"errors {stats.errors} ({rate:.1%} {sign} {MAX_SHADOW_ERROR_RATE:.0%})")
+    metric, score = report.metric, report.score
+    return GateResult(passed, "; ".join(parts), SHADOW_DATASET, metric, score, stats.reference)
+
+
+def _quality(
+    candidate: AdapterVersion,
+    stable: AdapterVersion | None,
+    dataset: str | None,
+    evals: Mapping[str, EvalReport],
+) -> GateResult:
+    """The verdict on a quality dataset (the module docstring's first paragraph)."""
+    who = candidate.engine_name
     if dataset is None:
         have = ", ".join(sorted(evals)) or "none"
         return GateResult(

@@ -10,13 +10,17 @@ Choices:
 - promote: candidate must validate; the gate (`evaluate_gate`) must pass unless `force`;
   the candidate is prewarmed on every engine that is up *before* the switch (a prewarm
   failure aborts, nothing switched); old stable → previous, and is kept warm (best effort).
-  A canary of the promoted version ends. Audited `forced` only when force overrode a
-  refusal.
+  A canary or shadow of the promoted version ends. Audited `forced` only when force overrode
+  a refusal. With `revision`, refused (409) unless channels.json is still at it (the
+  canary controller's promotion after the last step: the first gateway wins).
 - rollback: stable ← previous, previous ← None. Never loads anything: the switch is the
   channels write; engines where the restored version is not resident are reported. A
   second rollback is refused (409) instead of flipping back to the version just rolled
   away from; that version stays registered as an ordinary candidate.
 - canary: weight > 0 validates and prewarms the version first; weight 0 ends the canary.
+  Its bounds are stored with it (defaults in `Canary`); with steps the gate must pass at the
+  start, since the last step promotes through it (`server.releases.canary_controller`).
+- shadow: validates, writes the channel, then prewarms (best effort); share 0 ends it.
 - retire: see `AdapterStore.retire`; afterwards the version is unloaded from idle engines.
 """
 
@@ -26,8 +30,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from server.engines.registry import Registry
@@ -42,51 +45,18 @@ from server.metrics import Metrics
 from server.protocol.admin import (
     AdapterListing,
 )
-from server.releases.gate import GateResult, evaluate_gate
+from server.releases.canary import canary_entry
+from server.releases.channels import canaries_moved, shadows_moved
+from server.releases.gate import evaluate_gate
 from server.releases.listing import describe, resident
-from server.store.manifest import AuditEntry, Canary, Channels
+from server.releases.results import ChangeResult, PrewarmResult, RetireResult
+from server.store.manifest import AuditEntry, Channels, Shadow, utcnow
 from server.store.refs import check_name, check_version
 from server.store.snapshot import AdapterVersion
 from server.store.store import AdapterStore, AuditVersions
 from server.store.uploads import MultipartUpload, StagingTarget
 
 log = logging.getLogger(__name__)
-
-
-# --- results ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ChangeResult:
-    """What a release change did. `switch_ms`: the channels write (lock, atomic write,
-    audit, rescan, pins) — the moment traffic moves; prewarm time is not in it."""
-
-    adapter: str
-    action: str
-    channels: dict[str, Any]
-    switch_ms: float
-    prewarm_ms: float = 0.0
-    prewarmed: list[str] = field(default_factory=list)  # engines loaded/confirmed before
-    not_resident: list[str] = field(default_factory=list)  # engines that will load on use
-    forced: bool = False
-    gate: GateResult | None = None
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class RetireResult:
-    adapter: str
-    version: str
-    retired_to: str  # directory name under <store>/<adapter>/
-    still_loaded: list[str]  # engines where requests were using it (LRU evicts it later)
-
-
-@dataclass(frozen=True)
-class PrewarmResult:
-    adapter: str
-    version: str
-    engines: list[str]
-    elapsed_ms: float
 
 
 class ReleaseService:
@@ -152,10 +122,12 @@ class ReleaseService:
         actor: str,
         force: bool = False,
         dataset: str | None = None,
+        revision: int | None = None,
     ) -> ChangeResult:
         """Make `version` stable. Raises `PromotionRefused` (gate, with the numbers) unless
-        `force`, `AdapterInvalid`, `NotFound`, `Conflict` (already stable, or the stable
-        changed meanwhile), and the prewarm's `AdapterLoadFailed`/`Unavailable`."""
+        `force`, `AdapterInvalid`, `NotFound`, `Conflict` (already stable, the stable changed
+        meanwhile, or channels.json is no longer at `revision`), and the prewarm's
+        `AdapterLoadFailed`/`Unavailable`."""
         candidate = await self._valid(name, version)
         adapter = self.store.adapter(name)
         old = adapter.channels.stable
@@ -173,6 +145,8 @@ class ReleaseService:
         def change(current: Channels) -> Channels:
             if current.stable != old:
                 raise Conflict(f"{name}: stable changed to {current.stable} meanwhile; retry")
+            if revision is not None and current.revision != revision:
+                raise Conflict(f"{name}: channels.json changed since revision {revision}")
             previous = old if old is not None else current.previous
             return _end_canary_of(
                 current.model_copy(
@@ -221,10 +195,19 @@ class ReleaseService:
         )
 
     async def canary(
-        self, name: str, version: str | None, weight: float, *, actor: str
+        self,
+        name: str,
+        version: str | None,
+        weight: float | None,
+        *,
+        actor: str,
+        bounds: Mapping[str, Any] | None = None,
     ) -> ChangeResult:
         """Send `weight` of `name`'s requests to `version` (prewarmed first); 0 ends it.
-        Raises `InvalidRequest`, `NotFound`, `AdapterInvalid`, `Conflict` (it is stable)."""
+        `bounds`: the canary's analysis fields (`Canary`); with `steps`, the weight is the first
+        step and the gate must pass now (the last step promotes through it). Raises
+        `InvalidRequest`, `NotFound`, `AdapterInvalid`, `Conflict` (it is stable),
+        `PromotionRefused` (steps, and the gate refuses)."""
         if weight == 0:
             ended, ms = await self._switch(
                 name,
@@ -232,27 +215,73 @@ class ReleaseService:
                 actor,
                 "canary",
                 detail="canary ended",
-                audit_versions=_canaries,
+                audit_versions=canaries_moved,
             )
             return ChangeResult(name, "canary", ended.model_dump(mode="json"), ms)
         if version is None:
             raise InvalidRequest("a canary weight > 0 needs a version", param="version")
+        entry = canary_entry(version, weight, bounds or {}, utcnow())
         candidate = await self._valid(name, version)
-        if self.store.adapter(name).channels.stable == version:
+        adapter = self.store.adapter(name)
+        if adapter.channels.stable == version:
             raise Conflict(f"{candidate.engine_name} is stable; a canary must be another version")
+        if entry.steps:
+            stable = adapter.versions.get(adapter.channels.stable or "")
+            gate = await asyncio.to_thread(evaluate_gate, candidate, stable)
+            if not gate.passed:
+                raise PromotionRefused(
+                    f"a canary with steps ends in a promotion, which the eval gate refuses "
+                    f"now: {gate.reason}"
+                )
         prewarm_ms, warm = await self._prewarm_all(candidate)
 
         def change(current: Channels) -> Channels:
             if current.stable == version:
                 raise Conflict(f"{candidate.engine_name} became stable meanwhile")
-            return current.model_copy(update={"canary": Canary(version=version, weight=weight)})
+            return current.model_copy(update={"canary": entry})
 
-        detail = f"{version} at {weight:.1%}"
+        steps = f", steps {'/'.join(f'{s:g}' for s in entry.steps)} %" if entry.steps else ""
+        detail = f"{version} at {entry.weight:.1%}{steps}"
         channels, ms = await self._switch(
-            name, change, actor, "canary", detail=detail, audit_versions=_canaries
+            name, change, actor, "canary", detail=detail, audit_versions=canaries_moved
         )
         return ChangeResult(
             name, "canary", channels.model_dump(mode="json"), ms, prewarm_ms, warm, detail=detail
+        )
+
+    async def shadow(
+        self, name: str, version: str | None, share: float, *, actor: str
+    ) -> ChangeResult:
+        """Mirror `share` of the stable's requests to `version` (prewarmed, best effort: a
+        mirror never loads it); 0 ends the shadow. Raises `InvalidRequest`, `NotFound`,
+        `AdapterInvalid`, `Conflict` (it is stable)."""
+        if share == 0:
+            ended, ms = await self._switch(
+                name,
+                lambda c: c.model_copy(update={"shadow": None}),
+                actor,
+                "shadow",
+                detail="shadow ended",
+                audit_versions=shadows_moved,
+            )
+            return ChangeResult(name, "shadow", ended.model_dump(mode="json"), ms)
+        if version is None:
+            raise InvalidRequest("a shadow share > 0 needs a version", param="version")
+        candidate = await self._valid(name, version)
+        entry = Shadow(version=version, share=share, started_at=utcnow())
+
+        def change(current: Channels) -> Channels:
+            if current.stable == version:
+                raise Conflict(f"{candidate.engine_name} is stable; a shadow must be another")
+            return current.model_copy(update={"shadow": entry})
+
+        detail = f"{share:.1%} of the stable's requests mirrored to {version}"
+        channels, ms = await self._switch(
+            name, change, actor, "shadow", detail=detail, audit_versions=shadows_moved
+        )
+        warm = await self._prewarm_quietly(candidate)
+        return ChangeResult(
+            name, "shadow", channels.model_dump(mode="json"), ms, prewarmed=warm, detail=detail
         )
 
     async def pin(self, name: str, version: str, *, actor: str, pinned: bool) -> ChangeResult:
@@ -374,15 +403,10 @@ class ReleaseService:
         return warm
 
 
-def _canaries(current: Channels, new: Channels) -> tuple[str | None, str | None]:
-    return (
-        current.canary.version if current.canary else None,
-        new.canary.version if new.canary else None,
-    )
-
-
 def _end_canary_of(channels: Channels, version: str | None) -> Channels:
-    """The canary ends when its version becomes stable."""
+    """A canary or shadow ends when its version becomes stable."""
     if channels.canary is not None and channels.canary.version == version:
-        return channels.model_copy(update={"canary": None})
+        channels = channels.model_copy(update={"canary": None})
+    if channels.shadow is not None and channels.shadow.version == version:
+        channels = channels.model_copy(update={"shadow": None})
     return channels

@@ -8,4 +8,7 @@
 - `tenants`  API keys → tenants, their adapters, tasks and limits
 - `limits`   per-tenant admission: request rate, token rate, concurrency
 - `auth`     the admin bearer token
+- `outcomes` what the gateway reports of each request (to canary analysis) and its text
+- `shadow`   mirrors of a share of the stable's requests to a shadow candidate
+- `swap_cost` the first request's extra time after an adapter load, per engine
 """

@@ -2,15 +2,18 @@
 
 `Gateway` is the service the API routes call; it knows nothing of FastAPI. It returns an
 `Answer` (JSON) or a `StreamAnswer` (SSE chunks + a close callback that releases the lease).
-Engine choice and the lease belong to `server.engines.placement`.
+Engine choice and the lease belong to `server.engines.placement`. Each finished request is
+reported to the outcome sink (canary analysis) and, when chosen, mirrored to its adapter's
+shadow candidate (`server.serving.outcomes`, `server.serving.shadow`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,9 +25,12 @@ from server.errors import AdapterGone, EngineUnreachable, LoragateError, Upstrea
 from server.metrics import Metrics
 from server.protocol.openai import ENGINE_PATHS, Kind, OpenAIRequest
 from server.serving.limits import Limiter
+from server.serving.outcomes import NoOutcomes, OutcomeSink, Watch, answer_text
 from server.serving.prepare import Caps, Cost, apply_caps, apply_template
 from server.serving.routing import Router, Target
+from server.serving.shadow import ShadowTraffic
 from server.serving.sse import DONE, SSERewriter, error_event
+from server.serving.swap_cost import SwapCost
 from server.serving.tenants import OPEN_TENANT, Tenant
 from server.timing import RequestTiming
 from server.timing import for_request as request_timing
@@ -59,6 +65,8 @@ class Gateway:
         limiter: Limiter | None = None,
         *,
         hide_foreign: bool = True,
+        outcomes: OutcomeSink | None = None,
+        shadow: ShadowTraffic | None = None,
     ) -> None:
         self.router = router
         self.placement = placement
@@ -68,6 +76,10 @@ class Gateway:
         self.caps = caps
         self.limiter = limiter or Limiter()
         self.hide_foreign = hide_foreign
+        # Safe rollout: outcomes for canary analysis, mirrors for shadows, first-request cost.
+        self.outcomes: OutcomeSink = outcomes or NoOutcomes()
+        self.shadow = shadow
+        self.swap_cost = SwapCost(placement.registry, metrics)
 
     def _prepare(
         self, kind: Kind, req: OpenAIRequest, tenant: Tenant, task: str | None
@@ -114,6 +126,35 @@ class Gateway:
             time.perf_counter() - timing.start
         )
 
+    def _watch(
+        self, kind: Kind, req: OpenAIRequest, tenant: Tenant, target: Target
+    ) -> Watch | None:
+        """What the outcome sink and the shadow want of this request (None: the base)."""
+        if target.version is None:
+            return None
+        mirror = self.shadow.plan(kind, req, tenant, target) if self.shadow else None
+        wants_text = mirror is not None or self.outcomes.wants_text(target.version)
+        return Watch(target.version, wants_text, mirror)
+
+    def _report(
+        self,
+        watch: Watch | None,
+        code: int,
+        timing: RequestTiming,
+        ttft_s: float | None,
+        text: str | None,
+    ) -> None:
+        """The request's outcome to the sink; a successful answer to its mirror, if any."""
+        if watch is None:
+            return
+        total_s = timing.elapsed()
+        failed = code >= 500
+        self.outcomes.record(
+            watch.version, failed=failed, ttft_s=ttft_s, total_s=total_s, text=text
+        )
+        if watch.mirror is not None and code == 200 and text is not None:
+            watch.mirror.send(text, total_s)
+
     def _settle(
         self, target: Target, tenant: Tenant, charged: int, usage: dict[str, Any] | None
     ) -> None:
@@ -137,18 +178,24 @@ class Gateway:
         """A non-streaming completion or chat completion."""
         timing = request_timing()
         target, body, cost = self._prepare(kind, req, tenant, task)
-        code, charged, usage = 500, 0, None
+        watch = self._watch(kind, req, tenant, target)
+        code, charged, usage, text = 500, 0, None, None
         try:
             with self.limiter.admit(tenant, cost.total):
                 charged = cost.total
                 engine, result = await self._generate_once_more_if_gone(kind, target, body, timing)
             code, usage = 200, result.get("usage")
+            text = answer_text(result) if watch is not None and watch.wants_text else None
         except LoragateError as exc:
             code = exc.status
+            raise
+        except asyncio.CancelledError:
+            watch = None  # the client left: no outcome of the version's
             raise
         finally:
             self._settle(target, tenant, charged, usage)
             self._record(target, code, timing, tenant.name)
+            self._report(watch, code, timing, None, text)
         result["model"] = target.requested
         return Answer(result, self._headers(target, engine))
 
@@ -159,10 +206,15 @@ class Gateway:
         version meanwhile (`AdapterGone`), reload it and try once more; if it refused the
         connection (`EngineUnreachable`: it died since its last view), try another engine."""
         for retry in (True, False):
+            resident = self.swap_cost.resident_on(target.version)
             async with self._lease(target, timing) as engine:
                 try:
                     with timing.waiting():
-                        return engine, await self.engines[engine].generate(ENGINE_PATHS[kind], body)
+                        t0 = time.perf_counter()
+                        result = await self.engines[engine].generate(ENGINE_PATHS[kind], body)
+                    seconds = time.perf_counter() - t0
+                    self.swap_cost.observe(engine, target.version, resident, seconds, False)
+                    return engine, result
                 except (AdapterGone, EngineUnreachable) as exc:
                     if not retry or (target.version is None and isinstance(exc, AdapterGone)):
                         raise
@@ -185,12 +237,16 @@ class Gateway:
         for retry in (True, False):
             stack = contextlib.AsyncExitStack()
             try:
+                resident = self.swap_cost.resident_on(target.version)
                 engine = await stack.enter_async_context(self._lease(target, timing))
                 upstream = await stack.enter_async_context(
                     contextlib.aclosing(self.engines[engine].stream(ENGINE_PATHS[kind], body))
                 )
                 with timing.waiting():
+                    t0 = time.perf_counter()
                     first = await anext(upstream, b"")
+                seconds = time.perf_counter() - t0
+                self.swap_cost.observe(engine, target.version, resident, seconds, True)
                 return stack, engine, upstream, first
             except (AdapterGone, EngineUnreachable) as exc:
                 await stack.aclose()
@@ -213,6 +269,7 @@ class Gateway:
         later ones become an SSE error event. Closing the answer releases everything."""
         timing = request_timing()
         target, body, cost = self._prepare(kind, req, tenant, task)
+        watch = self._watch(kind, req, tenant, target)
         # Ask for usage (token metrics); the extra usage-only chunk is dropped again unless
         # the client asked for it too.
         client_wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
@@ -230,13 +287,22 @@ class Gateway:
             await stack.aclose()
             self._settle(target, tenant, charged, None)
             self._record(target, exc.status, timing, tenant.name)
+            self._report(watch, exc.status, timing, None, None)
             raise
-        self.metrics.time_to_first_token_seconds.labels(target.adapter_label).observe(
-            time.perf_counter() - timing.start
-        )
+        ttft_s = time.perf_counter() - timing.start
+        self.metrics.time_to_first_token_seconds.labels(target.adapter_label).observe(ttft_s)
         headers = self._headers(target, engine)
-        rewriter = SSERewriter(target.requested, drop_usage_chunk=not client_wants_usage)
-        chunks = self._relay(target, rewriter, first, upstream, timing, tenant, charged)
+        keep_text = watch is not None and watch.wants_text
+        rewriter = SSERewriter(target.requested, not client_wants_usage, keep_text)
+
+        def report(code: int, complete: bool) -> None:
+            if code == 200 and not complete:
+                return  # the client left mid-stream: no outcome of the version's
+            code = 502 if rewriter.error else code  # the engine's error event, relayed
+            texts = rewriter.text if code == 200 else None
+            self._report(watch, code, timing, ttft_s, None if texts is None else "".join(texts))
+
+        chunks = self._relay(target, rewriter, first, upstream, timing, tenant, charged, report)
         return StreamAnswer(headers, chunks, stack)
 
     async def _relay(
@@ -248,6 +314,7 @@ class Gateway:
         timing: RequestTiming,
         tenant: Tenant,
         charged: int,
+        report: Callable[[int, bool], None],
     ) -> AsyncIterator[bytes]:
         code, saw_done = 200, False
         try:
@@ -273,3 +340,4 @@ class Gateway:
         finally:
             self._settle(target, tenant, charged, rewriter.usage)
             self._record(target, code, timing, tenant.name)
+            report(code, saw_done)

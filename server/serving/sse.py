@@ -12,6 +12,7 @@ from typing import Any
 
 from server import jsonio
 from server.errors import LoragateError
+from server.serving.outcomes import delta_text
 
 DONE = b"data: [DONE]\n\n"
 
@@ -19,10 +20,13 @@ DONE = b"data: [DONE]\n\n"
 class SSERewriter:
     """Splits a byte stream into SSE events and rewrites each event's `model` field."""
 
-    def __init__(self, model: str, drop_usage_chunk: bool = False) -> None:
+    def __init__(self, model: str, drop_usage_chunk: bool = False, keep_text: bool = False) -> None:
         self.model = model
         self.drop_usage_chunk = drop_usage_chunk
         self.usage: dict[str, Any] | None = None
+        # The first choice's text, assembled when asked for (output checks, shadow agreement).
+        self.text: list[str] | None = [] if keep_text else None
+        self.error = False  # the engine sent an error event (the stream failed after all)
         self._buffer = b""
 
     def feed(self, chunk: bytes) -> list[bytes]:
@@ -54,6 +58,9 @@ class SSERewriter:
         except ValueError:
             return data
         if isinstance(payload, dict):
+            self.error = self.error or "error" in payload
+            if self.text is not None:
+                self.text.append(delta_text(payload))
             if "model" in payload:
                 payload["model"] = self.model
             if payload.get("usage"):

@@ -3,6 +3,7 @@
 - `store`       `AdapterStore`: scan, register, channels updates, evals, retire, audit
 - `snapshot`    the immutable values a scan publishes (`Snapshot`, `Adapter`, `AdapterVersion`)
 - `manifest`    manifest, channels, eval report and audit entry schemas
+- `rollout`     output checks of a manifest, shadow statistics of an eval report
 - `refs`        adapter names and versions: spelling rules and parsing
 - `fsutil`      atomic writes, file locks, appends, directory fingerprints
 - `uploads`     streamed multipart uploads into a staging directory

@@ -4,17 +4,19 @@
   on, for which base, with which prompt template, and the sha256 of every file.
 - `evals/<dataset>.json` (added over time): eval reports made through the serving stack.
 - `channels.json` (one per adapter, rewritten atomically): which version is stable, previous,
-  canary, and which versions an operator pinned.
+  canary (with its bounds), shadow, and which versions an operator pinned.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.store.refs import check_name, check_version
+from server.store.rollout import OutputChecks, ShadowStats
 
 SCHEMA_VERSION = 1
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -81,6 +83,7 @@ class EvalReport(_Strict):
     schema_errors: int = Field(0, ge=0)
     model: str | None = Field(None, description="what was evaluated, e.g. sentiment@v2")
     created_at: datetime = Field(default_factory=utcnow)
+    shadow: ShadowStats | None = Field(None, description="made from shadow traffic: how")
 
 
 class Manifest(_Strict):
@@ -93,6 +96,7 @@ class Manifest(_Strict):
     prompt_template: PromptTemplate = PromptTemplate()
     lineage: DataLineage
     eval: EvalReport | None = Field(None, description="eval given at packaging time")
+    checks: OutputChecks | None = Field(None, description="what every answer must satisfy")
     files: dict[str, str] = Field(description="relative file name -> sha256 (hex)")
     created_at: datetime = Field(default_factory=utcnow)
     created_by: str = Field(min_length=1)
@@ -118,8 +122,46 @@ class Manifest(_Strict):
 
 
 class Canary(_Strict):
+    """`weight` of the adapter's requests go to `version`. The gateway compares it with the
+    stable version over the last `window_s` (server/releases/canary.py) and sets its weight to
+    0 when, with `min_requests` or more, it breaks a bound (None: not checked). With `steps`
+    (percent of traffic, ending at 100) the weight advances one step after `dwell_s` held,
+    and the version is promoted once 100 held."""
+
     version: str
     weight: float = Field(ge=0.0, le=1.0)
+    max_error_rate_delta: float | None = Field(0.02, ge=0.0, le=1.0, description="5xx, vs stable")
+    max_p99_ratio: float | None = Field(1.5, ge=1.0, description="p99 latency / the stable's")
+    max_violation_rate: float | None = Field(0.01, ge=0.0, le=1.0, description="output checks")
+    min_requests: int = Field(50, ge=1, description="canary requests before any verdict")
+    window_s: float = Field(300.0, gt=0.0, le=86400.0)
+    steps: tuple[float, ...] = ()
+    dwell_s: float = Field(300.0, gt=0.0, le=7 * 86400.0)
+    started_at: datetime | None = Field(None, description="outcomes before are not compared")
+    stepped_at: datetime | None = Field(None, description="when the weight was last set")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str) -> str:
+        return check_version(value)
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if value and (
+            any(b <= a for a, b in itertools.pairwise(value)) or value[0] <= 0 or value[-1] != 100
+        ):
+            raise ValueError("steps: increasing percentages above 0, ending at 100")
+        return value
+
+
+class Shadow(_Strict):
+    """Mirror `share` of the requests the stable version serves to `version`; the clients are
+    never answered from it (server/serving/shadow.py)."""
+
+    version: str
+    share: float = Field(gt=0.0, le=1.0)
+    started_at: datetime | None = None
 
     @field_validator("version")
     @classmethod
@@ -133,6 +175,7 @@ class Channels(_Strict):
     stable: str | None = None
     previous: str | None = None
     canary: Canary | None = None
+    shadow: Shadow | None = None
     pinned: tuple[str, ...] = ()
     # Bumped on every write; lets concurrent gateways and tests see lost updates.
     revision: int = 0
@@ -159,6 +202,8 @@ class Channels(_Strict):
         refs = {v for v in (self.stable, self.previous) if v}
         if self.canary is not None and self.canary.weight > 0:
             refs.add(self.canary.version)
+        if self.shadow is not None:
+            refs.add(self.shadow.version)
         return refs
 
 

@@ -399,7 +399,9 @@ class AdapterStore:
 
         def change(current: Channels) -> Channels:
             if version in current.referenced() or version in current.pinned:
-                role = "pinned" if version in current.pinned else "stable, previous or canary"
+                role = (
+                    "pinned" if version in current.pinned else "stable, previous, canary or shadow"
+                )
                 raise Conflict(f"{name}@{version} is {role}; it cannot be retired")
             source = self.root / name / version
             if source.is_symlink() or not source.is_dir():
@@ -423,19 +425,40 @@ class AdapterStore:
 
     def add_eval(self, name: str, version: str, report: EvalReport, *, actor: str) -> Path:
         """Write `evals/<dataset>.json` beside a version (the one change a version allows)."""
+        return self.update_eval(name, version, report.dataset, lambda _old: report, actor=actor)
+
+    def update_eval(
+        self,
+        name: str,
+        version: str,
+        dataset: str,
+        change: Callable[[EvalReport | None], EvalReport],
+        *,
+        actor: str,
+    ) -> Path:
+        """Read-modify-write `evals/<dataset>.json` under a lock (gateways sharing a store
+        merge their shadow reports this way), and audit it. `change` gets the report there
+        (None if none, or unreadable) and returns the new one. Raises `NotFound`."""
         found = self.version(name, version)
-        stem = check_name(report.dataset.lower().replace(".", "-"))
+        stem = check_name(dataset.lower().replace(".", "-"))
         evals_dir = found.path / EVALS_DIR
         evals_dir.mkdir(exist_ok=True)
         path = evals_dir / f"{stem}.json"
-        atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode())
+        # The lock beside channels.json's: a version directory holds only the files it may.
+        with FileLock(found.path.parent / f".eval-{version}-{stem}.lock"):
+            try:
+                old: EvalReport | None = EvalReport.model_validate_json(path.read_bytes())
+            except (OSError, PydanticValidationError):
+                old = None
+            report = change(old)
+            atomic_write(path, (report.model_dump_json(indent=2) + "\n").encode())
         self._audit(
             AuditEntry(
                 actor=actor,
                 action="eval",
                 adapter=name,
                 to_version=version,
-                detail=f"{report.dataset}: {report.metric}={report.score:.4f}",
+                detail=f"{report.dataset}: {report.metric}={report.score:.4f} (n={report.n})",
             )
         )
         return path

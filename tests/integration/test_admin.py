@@ -99,7 +99,7 @@ def test_every_admin_route_needs_the_admin_token(admin_gateway: Start) -> None:
         if isinstance(route, APIRoute) and route.path.startswith("/admin")
         for method in sorted(route.methods)
     ]
-    assert len(routes) == 10
+    assert len(routes) == 11
     public = httpx.get(f"{gw.url}/openapi.json").json()["paths"]
     assert not [path for path in public if path.startswith("/admin")]  # not listed publicly
     tenant_style = f"Bearer sk-{secrets.token_hex(16)}"
@@ -386,7 +386,7 @@ def test_pin_prewarm_retire_over_http(
 
     for path, why in (
         ("/adapters/beta/versions/v2", "pinned"),
-        ("/adapters/alpha/versions/v1", "stable, previous or canary"),
+        ("/adapters/alpha/versions/v1", "stable, previous, canary or shadow"),
     ):
         refused = call(gw, "DELETE", path)
         assert refused.status_code == 409 and why in refused.json()["error"]["message"]

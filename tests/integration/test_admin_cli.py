@@ -88,3 +88,29 @@ def test_refusals_and_connection_errors_have_their_exit_codes(admin_gateway: Sta
         env={"LORAGATE_ADMIN_TOKEN": ADMIN_TOKEN},
     )
     assert down.exit_code == 2 and "unreachable" in down.output
+
+
+def test_canary_bounds_steps_and_shadow_from_the_cli(
+    admin_gateway: Start, tiny_store: AdapterStore, tmp_path: Path
+) -> None:
+    gw, _ = admin_gateway()
+    add_version(tiny_store, tmp_path, "alpha", "v3", seed=3)
+    args = ("--max-p99-ratio", "off", "--min-requests", "200", "--window-s", "600")
+    started = cli(gw, "canary", "alpha", "v3", "0.1", "--max-error-rate-delta", "0.05", *args)
+    assert started.exit_code == 0, started.output
+    canary = tiny_store.scan().adapters["alpha"].channels.canary
+    assert canary is not None
+    assert (canary.weight, canary.max_error_rate_delta, canary.max_p99_ratio) == (0.1, 0.05, None)
+    assert (canary.min_requests, canary.window_s, canary.max_violation_rate) == (200, 600, 0.01)
+
+    refused = cli(gw, "canary", "alpha", "v3", "--steps", "5,50,100")  # no eval to promote on
+    assert refused.exit_code == 1 and "eval gate refuses" in refused.output
+    bad = cli(gw, "canary", "alpha", "v3", "0.1", "--min-requests", "many")
+    assert bad.exit_code == 2 and "--min-requests: 'many' is not a number" in bad.output
+    no_weight = cli(gw, "canary", "alpha", "v3")
+    assert no_weight.exit_code == 1 and "needs a weight, or steps" in no_weight.output
+
+    shadowed = cli(gw, "shadow", "alpha", "v3", "0.25")
+    assert shadowed.exit_code == 0 and "shadow v3 25%" in shadowed.output, shadowed.output
+    ended = cli(gw, "shadow", "alpha", "v3", "0")
+    assert ended.exit_code == 0 and "shadow v3" not in ended.output

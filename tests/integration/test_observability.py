@@ -33,7 +33,7 @@ from loadtest import dashboards
 from loadtest.simengine import SimConfig, SimEngineServer
 from loadtest.threaded import free_port
 from server.store.layout import ValidationLimits
-from server.store.manifest import Canary, Channels
+from server.store.manifest import Canary, Channels, Shadow, utcnow
 from server.store.store import AdapterStore
 from tests.factory import TINY_SPEC, add_version, set_channels
 from tests.fakes import crash
@@ -157,17 +157,31 @@ def alternate(url: str, models: list[str], seconds: float, until: Callable[[], b
     return sent
 
 
+FAILING_LOADS = "^(alpha@v3|gamma@v2)$"
+
+
 def make_store(root: Path, tmp: Path) -> AdapterStore:
-    """alpha v1..v3 (stable v2, previous v1, canary v3 at 50 %), beta v1+v2 (stable v1),
-    gamma, delta, epsilon (v1)."""
+    """alpha v1..v3 (stable v2, previous v1, canary v3 at 50 % that the gateway does not judge
+    on errors, so that the canary alerts fire), beta v1+v2 (stable v1), gamma v1+v2 (canary v2
+    at 50 %, rolled back by the gateway), delta v1+v2 (canary v2 in steps of 50 and 100 %: it
+    advances, then the eval gate refuses the promotion: rolled back), epsilon v1+v2 (shadow
+    v2, never loaded: its mirrors are dropped)."""
     store = AdapterStore(root, TINY_SPEC, ValidationLimits(max_lora_rank=8))
-    layout = {"alpha": 3, "beta": 2, "gamma": 1, "delta": 1, "epsilon": 1}
+    layout = {"alpha": 3, "beta": 2, "gamma": 2, "delta": 2, "epsilon": 2}
     for name, count in layout.items():
         for i in range(1, count + 1):
             add_version(store, tmp, name, f"v{i}", seed=i)
+    unjudged = Canary(version="v3", weight=0.5, max_error_rate_delta=None)
+    judged = Canary(version="v2", weight=0.5, min_requests=20, started_at=utcnow())
+    stepped = Canary(
+        version="v2", weight=0.5, steps=(50, 100), dwell_s=2, min_requests=5, started_at=utcnow()
+    )
     channels = {
-        "alpha": Channels(stable="v2", previous="v1", canary=Canary(version="v3", weight=0.5)),
+        "alpha": Channels(stable="v2", previous="v1", canary=unjudged),
         "beta": Channels(stable="v1"),
+        "gamma": Channels(stable="v1", canary=judged),
+        "delta": Channels(stable="v1", canary=stepped),
+        "epsilon": Channels(stable="v1", shadow=Shadow(version="v2", share=1.0)),
     }
     for name in layout:
         chosen = channels.get(name, Channels(stable="v1"))
@@ -199,7 +213,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
         "ttft_ms": 2.0,
         "token_ms": 2.0,
         "load_pauses_decoding": False,
-        "faults": {"fail_load": "^alpha@v3$"},
+        "faults": {"fail_load": FAILING_LOADS},
     }
     managed_port = free_port()
     with SimEngineServer(SimConfig.model_validate(sim_args)) as engine0:
@@ -232,7 +246,7 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetRun]:
                             "--token-ms",
                             "2",
                             "--fail-load",
-                            "^alpha@v3$",
+                            FAILING_LOADS,
                         ],
                     },
                 },

@@ -599,6 +599,35 @@ def test_request_faults(sim_server: StartSim) -> None:
         assert stats(client)["requests_failed"] == 2
 
 
+def test_fail_models_limits_fail_requests_to_matching_models(
+    sim_server: StartSim, make_adapter: MakeAdapter
+) -> None:
+    sim = sim_server(answer_tokens=2, faults={"fail_requests": 1.0, "fail_models": "^alpha@v2$"})
+    with httpx.Client(base_url=sim.url) as client:
+        for name in ("alpha@v1", "alpha@v2", "alpha@v22"):
+            assert load(client, name, make_adapter(name)).status_code == 200
+
+        def status(model: str) -> int:
+            return client.post("/v1/completions", json={"model": model, "prompt": "x"}).status_code
+
+        assert [status(m) for m in ("alpha@v2", "alpha@v1", "alpha@v22", "base")] == [
+            500,
+            200,
+            200,
+            200,
+        ]
+        faults = client.post("/sim/faults", json={"fail_models": "^base$"}).json()
+        assert faults["fail_models"] == "^base$" and faults["fail_requests"] == 1.0
+        assert (status("base"), status("alpha@v2")) == (500, 200)
+        assert client.post("/sim/faults", json={"fail_models": "(("}).status_code == 400
+        cleared = client.post("/sim/faults", json={"fail_models": None}).json()
+        assert cleared["fail_models"] is None
+        assert status("alpha@v1") == 500  # no selector: every request may fail again
+        assert stats(client)["requests_failed"] == 3
+    args = build_parser().parse_args(["--fail-requests", "0.2", "--fail-models", "^a@v2$"])
+    assert config_from_args(args).faults.fail_models == "^a@v2$"
+
+
 @pytest.mark.parametrize("stream", [True, False])
 async def test_client_disconnect_stops_generation(sim_server: StartSim, stream: bool) -> None:
     sim = sim_server(answer_tokens=500, token_ms=5.0)

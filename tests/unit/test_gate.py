@@ -9,6 +9,7 @@ import pytest
 
 from server.releases.gate import evaluate_gate, gate_dataset
 from server.store.manifest import EvalReport
+from server.store.rollout import ShadowStats
 from server.store.store import AdapterStore
 from tests.factory import add_version
 
@@ -164,3 +165,90 @@ def test_gate_dataset_comes_from_the_stables_packaging_eval(
         0.8,
         0.7,
     )
+
+
+def shadow_report(
+    violations: int = 0, reference_violations: int = 0, errors: int = 0, reference: str = "s@v1"
+) -> EvalReport:
+    stats = ShadowStats(
+        reference=reference,
+        exact_match=0.5,
+        errors=errors,
+        reference_policy_violations=reference_violations,
+    )
+    return EvalReport(
+        dataset="shadow",
+        metric="token_f1",
+        score=0.8,
+        n=200,
+        policy_violations=violations,
+        shadow=stats,
+    )
+
+
+# (case, candidate's shadow report, its other evals, requested, passes, fragments)
+SHADOW_CASES: list[tuple[str, EvalReport, list[EvalReport], str | None, bool, list[str]]] = [
+    ("alone-clean", shadow_report(), [], None, True, ["shadow vs s@v1 on 200", "errors 0"]),
+    (
+        "alone-more-violations",
+        shadow_report(violations=3, reference_violations=1),
+        [],
+        "shadow",
+        False,
+        ["policy_violations 3 > stable's 1"],
+    ),
+    ("alone-errors", shadow_report(errors=3), [], None, False, ["errors 3 (1.5% > 1%)"]),
+    (
+        "of-another-stable",
+        shadow_report(reference="s@v0"),
+        [],
+        "shadow",
+        False,
+        ["no shadow report against the current stable"],
+    ),
+    ("beside-quality-both-pass", shadow_report(), [report(0.8)], None, True, ["beats", "shadow"]),
+    (
+        "beside-quality-shadow-fails",
+        shadow_report(violations=1),
+        [report(0.8)],
+        None,
+        False,
+        ["beats stable v1", "policy_violations 1 > stable's 0"],
+    ),
+    (
+        "beside-quality-of-another-stable-is-ignored",
+        shadow_report(violations=9, reference="s@v0"),
+        [report(0.8)],
+        None,
+        True,
+        ["beats stable v1"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "shadow", "others", "requested", "passes", "fragments"),
+    SHADOW_CASES,
+    ids=[c[0] for c in SHADOW_CASES],
+)
+def test_gate_reads_shadow_reports(
+    store: AdapterStore,
+    tmp_path: Path,
+    case: str,
+    shadow: EvalReport,
+    others: list[EvalReport],
+    requested: str | None,
+    passes: bool,
+    fragments: list[str],
+) -> None:
+    stable = add_version(store, tmp_path, "s", "v1")
+    candidate = add_version(store, tmp_path, "s", "v2", seed=1)
+    store.add_eval("s", "v1", report(0.7), actor="ci")
+    for r in [shadow, *others]:
+        store.add_eval("s", "v2", r, actor="ci")
+
+    result = evaluate_gate(candidate, stable, requested)
+
+    assert result.passed is passes, result.reason
+    for fragment in fragments:
+        assert fragment in result.reason

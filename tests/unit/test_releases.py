@@ -199,7 +199,10 @@ async def test_canary_is_prewarmed_and_weight_zero_ends_it(s_store: AdapterStore
 
     started = await svc.canary("s", "v2", 0.25, actor=ACTOR)
 
-    assert started.channels["canary"] == {"version": "v2", "weight": 0.25}
+    canary = started.channels["canary"]
+    assert (canary["version"], canary["weight"]) == ("v2", 0.25)
+    assert canary["max_error_rate_delta"] == 0.02 and canary["steps"] == []  # the defaults
+    assert canary["started_at"] == canary["stepped_at"] is not None
     assert engine.loads() == ["s@v2"]
     with pytest.raises(Conflict, match="is stable"):
         await svc.canary("s", "v1", 0.5, actor=ACTOR)

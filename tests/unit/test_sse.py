@@ -61,3 +61,19 @@ def test_an_error_event_is_openais_envelope() -> None:
     event = error_event(UpstreamError("engine broke"))
     assert event.startswith(b"data: ") and event.endswith(b"\n\n")
     assert json.loads(event[6:])["error"]["code"] == "engine_error"
+
+
+def test_the_first_choices_text_is_kept_when_asked_and_errors_noticed() -> None:
+    chat = b'data: {"model":"a@v1","choices":[{"index":0,"delta":{"content":"Hel"}}]}\n\n'
+    more = (
+        b'data: {"model":"a@v1","choices":[{"index":1,"delta":{"content":"other"}},'
+        b'{"index":0,"delta":{"content":"lo"}}]}\n\n'
+    )
+    rewriter = SSERewriter("alpha", keep_text=True)
+    for piece in (chat, more, CHUNK, DONE):
+        rewriter.feed(piece)
+    assert rewriter.text is not None and "".join(rewriter.text) == "Hellohi"
+    assert not rewriter.error and SSERewriter("alpha").text is None
+
+    rewriter.feed(error_event(UpstreamError("boom")))
+    assert rewriter.error
