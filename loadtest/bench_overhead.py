@@ -166,13 +166,16 @@ def litellm(binary: str, upstream: str, tmp: Path) -> Iterator[tuple[str, int]]:
     """LiteLLM's proxy in front of the same upstream (model `alpha` -> `alpha@v1`)."""
     config = tmp / "litellm.yaml"
     model = {"model": "openai/alpha@v1", "api_base": f"{upstream}/v1", "api_key": "unused"}
-    config.write_text(
-        json.dumps({"model_list": [{"model_name": "alpha", "litellm_params": model}]})
-    )
+    litellm_config = {
+        "model_list": [{"model_name": "alpha", "litellm_params": model}],
+        "general_settings": {"master_key": BENCH_KEY},  # it refuses to start without one
+    }
+    config.write_text(json.dumps(litellm_config))
     port = free_port()
-    command = [binary, "--config", str(config), "--port", str(port), "--num_workers", "1"]
+    command = [binary, "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    command += ["--num_workers", "1"]
     url = f"http://127.0.0.1:{port}"
-    with process(command, f"{url}/health/liveliness") as proc:
+    with process(command, f"{url}/health/liveliness", log=tmp / "litellm.log") as proc:
         yield url, proc.pid
 
 

@@ -1,12 +1,13 @@
-"""Benchmark: overload. Poisson arrivals at 1x (unloaded reference), 2x and 4x the rate an
-engine sustains, sent to the same simulated engine directly and through the gateway, in one
-run. What a client sees: latency of the accepted requests, the share shed (503) and whether
-every shed answer carried Retry-After.
+"""Benchmark: overload. Poisson arrivals at 0.5x (unloaded reference), 2x and 4x the rate an engine
+sustains, sent to a simulated engine directly and through the gateway, in one run. What a client
+sees: latency of the accepted requests, the share shed (503) and whether every shed answer
+carried Retry-After.
 
     python -m loadtest.bench_overload --seconds 20
 
-The engine serves `--max-num-seqs` requests at once (each ~ttft + max_tokens x token_ms);
-past that it queues internally, as vLLM does. The gateway admits `--max-inflight` requests
+Two identical simulated engines (one behind the gateway, one called directly). Each serves
+`--max-num-seqs` requests at once (each ~ttft + max_tokens x token_ms); past that it queues
+internally, as vLLM does. The gateway admits `--max-inflight` requests
 to it and queues at most `--max-queue-wait-s` of expected wait; the rest are shed at once.
 Each server runs in its own process; this process only generates load.
 Writes loadtest/results/overload.json and overload.png.
@@ -95,20 +96,32 @@ def gateway_config(root: Path, engine: str, args: argparse.Namespace, port: int)
     return config
 
 
+def sim_command(args: argparse.Namespace, port: int) -> list[str]:
+    return [sys.executable, "-m", "loadtest.simengine", "--port", str(port), "--model",
+            "tiny-base", "--max-loras", "2", "--max-cpu-loras", "2", "--max-num-seqs",
+            str(args.max_num_seqs), "--ttft-ms", str(args.ttft_ms), "--token-ms",
+            str(args.token_ms), "--answer-tokens", str(args.max_tokens)]  # fmt: skip
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Two identical engines: one behind the gateway, one called directly, so the backlog a
+    direct round leaves cannot leak into the gateway's next round (the gateway learns its
+    admission limit from its engine's queue)."""
     per_request_s = (args.ttft_ms + args.max_tokens * args.token_ms) / 1000
     capacity = args.max_num_seqs / per_request_s  # requests/s the engine sustains
-    sim_port, gw_port = free_port(), free_port()
-    sim = [sys.executable, "-m", "loadtest.simengine", "--port", str(sim_port), "--model",
-           "tiny-base", "--max-loras", "2", "--max-cpu-loras", "2", "--max-num-seqs",
-           str(args.max_num_seqs), "--ttft-ms", str(args.ttft_ms), "--token-ms", str(args.token_ms),
-           "--answer-tokens", str(args.max_tokens)]  # fmt: skip
-    engine = f"http://127.0.0.1:{sim_port}"
+    behind_port, direct_port, gw_port = free_port(), free_port(), free_port()
+    behind, engine = f"http://127.0.0.1:{behind_port}", f"http://127.0.0.1:{direct_port}"
     out: dict[str, Any] = {"engine_capacity_rps": round(capacity, 1), "config": vars(args)}
-    with tempfile.TemporaryDirectory() as tmp, process(sim, f"{engine}/health"):
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        process(sim_command(args, behind_port), f"{behind}/health"),
+        process(sim_command(args, direct_port), f"{engine}/health"),
+    ):
         root = Path(tmp)
         build_store(root, ["alpha"])
-        config = gateway_config(root, engine, args, gw_port)
+        body = {"lora_name": "alpha@v1", "lora_path": str(root / "store/alpha/v1")}
+        httpx.post(f"{engine}/v1/load_lora_adapter", json=body).raise_for_status()
+        config = gateway_config(root, behind, args, gw_port)
         command = [sys.executable, "-m", "server.cli.main", "serve", "--config", str(config)]
         gateway = f"http://127.0.0.1:{gw_port}"
         with process(command, f"{gateway}/readyz"):
@@ -119,9 +132,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     ("gateway", gateway, "alpha"),
                     ("direct", engine, "alpha@v1"),
                 ):
-                    if target == "direct":
-                        body = {"lora_name": "alpha@v1", "lora_path": str(root / "store/alpha/v1")}
-                        httpx.post(f"{engine}/v1/load_lora_adapter", json=body)
                     result = asyncio.run(offer(url, rate, args.seconds, model, args.max_tokens))
                     out.setdefault(target, {})[f"{load:g}x"] = result
                     print(f"{target:8} {load:g}x {rate:6.1f} rps: accepted p50/p99 "

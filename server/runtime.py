@@ -29,8 +29,10 @@ from server.engines.placement import Placement
 from server.engines.policies import make_policy
 from server.engines.registry import Registry
 from server.engines.residency import EngineView, Residency
+from server.engines.slots import Demand
 from server.engines.supervisor import EngineSupervisor
 from server.engines.swaplock import LOCK_DIR, FileSwapLocks
+from server.engines.swaps import ColdLoadHold
 from server.errors import AdapterInvalid, LoragateError, VersionNotReady
 from server.metrics import Metrics
 from server.releases.canary_controller import CanaryController
@@ -94,6 +96,12 @@ class Runtime:
             check=self._check_version,
             residency=self.residency,
             locks=self._swap_locks,
+            demand=Demand(settings.demand_half_life_s)
+            if settings.eviction_policy == "demand"
+            else None,
+            hold=ColdLoadHold(settings.thrash_hold_ratio, settings.thrash_hold_s)
+            if settings.thrash_hold_s > 0
+            else None,
         )
         self.supervisors = [
             EngineSupervisor(

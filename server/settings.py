@@ -112,6 +112,15 @@ class Settings(BaseSettings):
     slot_min_hold_s: float = Field(
         1.0, ge=0, description="a loaded slot is not drained for a waiting request before this"
     )
+    # Thrash mitigation (server/engines/slots.py Demand, swaps.py ColdLoadHold).
+    eviction_policy: Literal["lru", "demand"] = Field(
+        "demand", description="evict the least recently used, or the least recent demand"
+    )
+    demand_half_life_s: float = Field(30.0, gt=0, description="how fast demand is forgotten")
+    thrash_hold_ratio: float = Field(
+        0.5, gt=0, description="loads per adapter request above which cold loads are held"
+    )
+    thrash_hold_s: float = Field(0.0, ge=0, description="how long a cold load is held (0: off)")
 
     # Engine calls (seconds).
     connect_timeout_s: float = Field(5.0, gt=0)

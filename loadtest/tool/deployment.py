@@ -150,6 +150,7 @@ def _gateway_settings(
         # No separate metrics listener (replicas share this host): /metrics on the API port,
         # which answers the admin token the tool holds.
         "metrics_port": None,
+        **spec.gateway,
     }
     if spec.tenants:
         settings["tenants_file"] = str(workdir / "tenants.yaml")

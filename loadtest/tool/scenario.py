@@ -212,6 +212,9 @@ class SimSpec(BaseModel):
     load_wait_timeout_s: float = Field(10.0, ge=0)
     tenants: int = Field(0, ge=0, description="tenant keys to create (0: the gateway runs open)")
     processes: bool = Field(True, description="each server in its own process (own GIL)")
+    gateway: dict[str, Any] = Field(
+        default_factory=dict, description="more loragate settings for the gateways"
+    )
 
     @model_validator(mode="after")
     def _serves_something(self) -> SimSpec:

@@ -44,6 +44,7 @@ class EngineQueue:
     max_limit: int = 0  # ... up to this: the configured max_inflight (0: the initial limit)
     inflight: int = 0
     service_s: float = 0.0  # running mean of how long an admitted request takes
+    _shed_since_observe: int = 0
     _waiters: deque[asyncio.Future[None]] = field(default_factory=deque)
 
     def __post_init__(self) -> None:
@@ -54,10 +55,15 @@ class EngineQueue:
         return len(self._waiters)
 
     def observe(self, engine_running: int, engine_waiting: int) -> None:
-        """The engine's own counts (all gateways' requests): adapt the limit (AIMD)."""
+        """The engine's own counts (all gateways' requests): adapt the limit (AIMD). It grows
+        only under pressure here (requests waiting, or shed since the last look), else a
+        limit shrunk by someone else's burst could never recover: at a low limit the queue's
+        expected wait refuses every request before any of them waits."""
+        pressed = bool(self._waiters) or self._shed_since_observe > 0
+        self._shed_since_observe = 0
         if engine_waiting > 0:
             self.limit = max(1, min(self.limit, int(self.limit * 0.9)))
-        elif self._waiters and self.inflight >= self.limit:
+        elif pressed and self.inflight >= self.limit:
             self.limit = min(self.max_limit, self.limit + 1)
         while self.inflight < self.limit and self._hand_over():  # room made: let waiters in
             self.inflight += 1
@@ -124,6 +130,7 @@ class EngineQueue:
         return False
 
     def _full(self, wait_s: float) -> Unavailable:
+        self._shed_since_observe += 1
         self.on_shed()
         return Unavailable(
             f"engine {self.engine} is at capacity ({self.inflight} running, "

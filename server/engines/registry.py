@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 from server.engines.client import EngineClient
 from server.engines.residency import EngineView, Residency
-from server.engines.slots import EngineSlots, Slot, SlotState, SlotView
+from server.engines.slots import Demand, EngineSlots, Slot, SlotState, SlotView
 from server.engines.swaplock import LocalSwapLocks, SwapLocks
-from server.engines.swaps import NoRoom, Swaps
+from server.engines.swaps import ColdLoadHold, NoRoom, Swaps
 from server.errors import AdapterLoadFailed, LoragateError, Unavailable
 from server.metrics import Metrics
 from server.store.snapshot import AdapterVersion
@@ -64,8 +64,11 @@ class Registry:
         check: Callable[[AdapterVersion], Awaitable[None]] | None = None,
         residency: Residency | None = None,
         locks: SwapLocks | None = None,
+        demand: Demand | None = None,
+        hold: ColdLoadHold | None = None,
     ) -> None:
         self.metrics = metrics
+        self.demand = demand
         self.wait_timeout_s = wait_timeout_s
         self.min_hold_s = min_hold_s  # a loaded slot is not drained before this, seconds
         self._clock = clock
@@ -83,6 +86,8 @@ class Registry:
             pins=lambda: self._pins,
             thrash_window_s=thrash_window_s,
             wait_s=wait_timeout_s,
+            demand=demand,
+            hold=hold,
         )
         for name, (client, capacity) in engines.items():
             self.add_engine(name, client, capacity)
@@ -190,6 +195,8 @@ class Registry:
         if slot is not None:
             slot.inflight += 1
             slot.last_used = self._clock()
+            if self.demand is not None:
+                self.demand.count(slot, slot.last_used)
         return Hold(engine, slot)
 
     def _hit(self, engine: str, eng: EngineSlots, slot: Slot, missed: bool, start: float) -> Hold:

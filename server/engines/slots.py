@@ -43,6 +43,25 @@ class Slot:
     ready_epoch: int = 0  # residency epoch when it became ready: older views cannot drop it
     inflight: int = 0  # this gateway's requests holding it
     waiters: int = 0  # requests waiting on its load
+    demand: float = 0.0  # requests here, decayed with a half-life (see `Demand`)
+    demand_at: float = 0.0  # when `demand` was last brought up to date
+
+
+@dataclass(frozen=True)
+class Demand:
+    """Recent demand for a slot: its requests, each counting less with age (exponential
+    decay, `half_life_s`). Thrash mitigation evicts the idle slot with the least of it rather
+    than the least recently used one: under a skewed (Zipf) mix, LRU evicts a popular adapter
+    that happened to pause for a moment and reloads it right after."""
+
+    half_life_s: float = 30.0
+
+    def now(self, slot: Slot, now: float) -> float:
+        decay: float = 0.5 ** ((now - slot.demand_at) / self.half_life_s)
+        return slot.demand * decay
+
+    def count(self, slot: Slot, now: float) -> None:
+        slot.demand, slot.demand_at = self.now(slot, now) + 1.0, now
 
 
 @dataclass(frozen=True)
@@ -96,10 +115,15 @@ class EngineSlots:
         free = self.capacity - self.count(SlotState.READY) - self.count(SlotState.LOADING)
         return free + sum(1 for s in self.slots.values() if self.idle(s, pins))
 
-    def victim(self, pins: Container[str]) -> Slot | None:
-        """The least recently used idle slot."""
+    def victim(
+        self, pins: Container[str], demand: Demand | None = None, now: float = 0.0
+    ) -> Slot | None:
+        """The idle slot to evict: the least recently used, or (with `demand`) the one with the
+        least recent demand, the least recently used among equals."""
         idle = [s for s in self.slots.values() if self.idle(s, pins)]
-        return min(idle, key=lambda s: s.last_used, default=None)
+        if demand is None:
+            return min(idle, key=lambda s: s.last_used, default=None)
+        return min(idle, key=lambda s: (round(demand.now(s, now), 3), s.last_used), default=None)
 
     def drain_candidate(self, pins: Container[str], now: float, min_hold_s: float) -> Slot | None:
         """A busy slot a waiting request may drain: unpinned, resident for at least

@@ -18,9 +18,10 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 
 from server.engines.residency import Residency
-from server.engines.slots import EngineSlots, Slot, SlotState
+from server.engines.slots import Demand, EngineSlots, Slot, SlotState
 from server.engines.swaplock import SwapLocks
 from server.errors import AdapterLoadFailed, LoragateError, NotFound, Unavailable, UpstreamError
 from server.metrics import Metrics
@@ -39,6 +40,19 @@ class NoRoom(Unavailable):
     to have no idle slot after all (they go back to waiting until their deadline)."""
 
 
+@dataclass(frozen=True)
+class ColdLoadHold:
+    """While the gateway thrashes (adapter loads per adapter request over the metrics window
+    above `ratio`), a cold load waits `seconds` before it evicts anything."""
+
+    ratio: float
+    seconds: float
+
+    def applies(self, metrics: Metrics) -> bool:
+        requests = metrics.adapter_requests.count()
+        return requests > 0 and metrics.swaps.count() / requests > self.ratio
+
+
 class Swaps:
     """Loads, evictions, drains and trims over the registry's engines."""
 
@@ -54,8 +68,12 @@ class Swaps:
         pins: Pins,
         thrash_window_s: float,
         wait_s: float,
+        demand: Demand | None = None,
+        hold: ColdLoadHold | None = None,
     ) -> None:
         self.engines = engines
+        self.demand = demand  # evict by recent demand (None: least recently used)
+        self.hold = hold
         self.metrics = metrics
         self.residency = residency
         self.locks = locks
@@ -120,6 +138,10 @@ class Swaps:
         deadline = time.monotonic() + self.wait_s
         try:
             await self._check_version(version)
+            if self.hold is not None and self.hold.applies(self.metrics):
+                # Thrashing: let this version's requests gather on the load, and let a victim
+                # that gets a request meanwhile stay, before anything is evicted for it.
+                await asyncio.sleep(self.hold.seconds)
             elapsed, loaded = await self._attempts(engine, eng, slot, version, drained, deadline)
         except Exception as exc:
             if drained is not None and drained.state is SlotState.DRAINING:
@@ -176,7 +198,7 @@ class Swaps:
                 victims.append(drained)
         pins = self._pins()
         while len(view.held) - len(victims) >= eng.capacity:
-            victim = eng.victim(pins)
+            victim = eng.victim(pins, self.demand, self._clock())
             if victim is None:
                 for chosen in victims:
                     self.restore(engine, chosen)
@@ -336,7 +358,7 @@ class Swaps:
             if not view.healthy:
                 return False
             excess = len(view.held) - eng.capacity
-            while excess > 0 and (victim := eng.victim(self._pins())) is not None:
+            while excess > 0 and (victim := eng.victim(self._pins(), self.demand, self._clock())):
                 self.begin(victim, SlotState.UNLOADING)
                 try:
                     await self._unload(engine, victim)

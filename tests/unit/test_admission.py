@@ -137,3 +137,23 @@ async def test_a_shrunk_limit_holds_waiters_back_until_the_engine_has_room() -> 
         release.set()
     await asyncio.gather(*tasks)
     assert queue.inflight == 0
+
+
+async def test_a_limit_shrunk_by_another_clients_burst_recovers_once_the_engine_is_free() -> None:
+    clock = Clock()
+    queue = EngineQueue("e0", limit=8, max_queue=100, max_wait_s=0.25, clock=clock)
+    async with queue.admit():  # a request takes 0.33 s
+        clock.now += 0.33
+    for _ in range(30):  # someone else floods the engine: it queues for half a minute
+        queue.observe(engine_running=8, engine_waiting=40)
+    assert queue.limit == 1
+    release, log = asyncio.Event(), list[str]()
+    running = asyncio.create_task(hold(queue, release, log, "r0"))
+    await asyncio.sleep(0.01)
+    with pytest.raises(Unavailable):  # 0.33 s expected > 0.25 s: refused without waiting
+        async with queue.admit():
+            pass
+    queue.observe(engine_running=1, engine_waiting=0)  # the engine is free again
+    assert queue.limit == 2  # the refusal counts as pressure: the limit grows back
+    release.set()
+    await running

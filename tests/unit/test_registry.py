@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from server.engines.registry import Registry
+from server.engines.slots import Demand, Slot, SlotState
+from server.engines.swaps import ColdLoadHold
 from server.errors import AdapterLoadFailed, Unavailable
 from server.metrics import Metrics
 from server.store.snapshot import AdapterVersion
@@ -70,6 +72,50 @@ async def test_hit_after_load_and_lru_eviction_order(versions: dict[str, Adapter
     assert sample(metrics, "loragate_registry_lookups_total", engine="e0", result="hit") == 1
     assert sample(metrics, "loragate_adapter_evictions_total", engine="e0", adapter="b") == 1
     assert sample(metrics, "loragate_resident_adapters", engine="e0") == 2
+
+
+async def test_demand_eviction_keeps_a_popular_version_that_paused(
+    versions: dict[str, AdapterVersion],
+) -> None:
+    """Five requests for a, then one for b: LRU would evict a (used less recently), the demand
+    policy evicts b (less demand), and a's demand fades with its half-life."""
+    engine, clock = FakeEngine(), Clock()
+    registry, _ = make(engine, clock=clock, demand=Demand(half_life_s=30))
+    for key in ("a@v1",) * 5 + ("b@v1",):
+        clock.now += 1
+        await use(registry, versions[key])
+    clock.now += 1
+    await use(registry, versions["c@v1"])
+    assert ("unload", "b@v1") in engine.calls and sorted(engine.loaded) == ["a@v1", "c@v1"]
+
+    clock.now += 300  # ten half-lives: a's five requests weigh less than c's one, just now
+    await use(registry, versions["c@v1"])
+    await use(registry, versions["d@v1"])
+    assert ("unload", "a@v1") in engine.calls and sorted(engine.loaded) == ["c@v1", "d@v1"]
+
+
+async def test_demand_decays_by_half_every_half_life() -> None:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    demand, slot = Demand(half_life_s=10), Slot("a@v1", "a", SlotState.READY, done)
+    for _ in range(4):
+        demand.count(slot, 100.0)
+    assert demand.now(slot, 100.0) == 4.0
+    assert demand.now(slot, 110.0) == pytest.approx(2.0)
+    assert demand.now(slot, 130.0) == pytest.approx(0.5)
+
+
+def test_a_cold_load_is_held_only_while_the_gateway_thrashes() -> None:
+    metrics = Metrics()
+    hold = ColdLoadHold(ratio=0.5, seconds=0.05)
+    assert not hold.applies(metrics)  # no requests yet
+    for _ in range(10):
+        metrics.adapter_requests.add()
+    for _ in range(3):
+        metrics.swaps.add()
+    assert not hold.applies(metrics)  # 0.3 loads per request
+    for _ in range(3):
+        metrics.swaps.add()
+    assert hold.applies(metrics)  # 0.6
 
 
 async def test_fifty_concurrent_cold_requests_share_one_load(
