@@ -6,9 +6,10 @@
 - `slots`       one engine's slots and the rules that pick a victim or a slot to drain
 - `swaplock`    one engine's loads and evictions serialized across gateway replicas (flock)
 - `swaps`       the engine calls that change residency: loads, evictions, drains, trims
-- `registry`    adapter residency per engine: LRU slots, single-flight loads, pins, reconcile
+- `registry`    adapter residency per engine: slots, single-flight loads, pins, reconcile
 - `policies`    placement policies: affinity, round_robin, least_loaded
 - `placement`   which engines are up, which one serves a request, and the lease on it
+- `admission`   each engine's bounded admission queue (shedding, a limit learned from its queue)
 - `discovery`   the engines that exist: the static list and DNS (a headless Service)
 - `fleet`       adds discovered engines and drains vanished ones
 - `supervisor`  managed engine processes: start, health, restart with backoff

@@ -11,4 +11,5 @@
 - `tree_rules`  files, paths, sizes, manifest and checksums
 - `tensor_rules` adapter config and safetensors tensors against the base model
 - `base_model`  `BaseModelSpec`: the served base model's names and dimensions
+- `layout`      a version directory's file names, the limits on it, the validation report
 """
