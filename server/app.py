@@ -15,6 +15,10 @@ from server.api.middleware import BodyLimit, RequestContext
 from server.runtime import Runtime
 from server.settings import Settings
 
+# Every router the app serves. Tests walk these rather than `app.routes`, whose shape
+# FastAPI changed in 0.137 (included routers are no longer flattened into it).
+ROUTERS = (openai.router, health.router, admin.router)
+
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
     """A gateway app; `runtime` may be given by tests, otherwise built from `settings`."""
@@ -32,9 +36,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> FastAPI:
             yield
 
     app = FastAPI(title="loragate", version="0.1.0", lifespan=lifespan)
-    app.include_router(openai.router)
-    app.include_router(health.router)
-    app.include_router(admin.router)
+    for router in ROUTERS:
+        app.include_router(router)
     errors.install(app)
     _document(app)
     # Added innermost first: RequestContext wraps everything, BodyLimit wraps the routes.

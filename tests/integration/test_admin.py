@@ -15,6 +15,7 @@ import pytest
 from fastapi.routing import APIRoute
 
 from loadtest.simengine import SimEngineServer
+from server.app import ROUTERS
 from server.serving.auth import actor_for
 from server.store.layout import ValidationLimits
 from server.store.manifest import EvalReport
@@ -95,9 +96,10 @@ def test_every_admin_route_needs_the_admin_token(admin_gateway: Start) -> None:
     gw, _ = admin_gateway()
     routes = [
         (method, route.path)
-        for route in gw.app.routes
+        for router in ROUTERS
+        for route in router.routes
         if isinstance(route, APIRoute) and route.path.startswith("/admin")
-        for method in sorted(route.methods)
+        for method in sorted(route.methods or ())
     ]
     assert len(routes) == 11
     public = httpx.get(f"{gw.url}/openapi.json").json()["paths"]
