@@ -74,12 +74,18 @@ async def probe(session: aiohttp.ClientSession, target: Target, need_base: bool)
     url = target.urls[0]
     headers = {"Authorization": f"Bearer {target.api_key}"} if target.api_key else {}
     # loragate serves /metrics on its API port to the admin token only (its metrics listener
-    # is for Prometheus); tenant keys and no key get 401/403 there.
+    # is for Prometheus); tenant keys and no key get 401/403 there, and the report then has
+    # no loragate counters.
     token = target.admin_token or target.api_key
     scrape = {"Authorization": f"Bearer {token}"} if token else {}
     try:
         async with session.get(f"{url}/metrics", headers=scrape) as response:
             if response.status == 200 and "loragate_" in await response.text():
+                kind = "loragate"
+        if kind == "openai":  # no token for its /metrics: loragate still names itself here
+            async with session.get(f"{url}/openapi.json") as response:
+                info = (await response.json()).get("info", {}) if response.status == 200 else {}
+            if info.get("title") == "loragate":
                 kind = "loragate"
         base = target.base_model
         if need_base and base is None:

@@ -25,24 +25,31 @@ def pinned_versions(
 def pin_candidates(
     snapshot: Snapshot, now: datetime, rollback_window_s: float
 ) -> list[AdapterVersion]:
-    """Every version that wants to stay warm, in order: operator pins first, then stable +
-    previous of the adapters whose channels changed within the rollback window, newest
-    promotion first. Every replica reads the same channels, so all agree on pins."""
+    """Every version that wants to stay warm, in order: operator pins first, then the rollback
+    targets (previous) of the adapters whose channels changed within the rollback window,
+    then their stables, newest change first in each group. A stable carries traffic and stays
+    warm by itself; a previous gets none, so when the budget is short the rollback target is
+    the one kept. Every replica reads the same channels, so all agree on pins."""
     operator: list[AdapterVersion] = []
-    recent: list[tuple[datetime, AdapterVersion]] = []
+    previous: list[tuple[datetime, AdapterVersion]] = []
+    stable: list[tuple[datetime, AdapterVersion]] = []
     horizon = now - timedelta(seconds=rollback_window_s)
     for adapter in snapshot.adapters.values():
         channels = adapter.channels
         operator += [adapter.versions[v] for v in channels.pinned if v in adapter.versions]
-        if channels.updated_at is not None and channels.updated_at >= horizon:
-            for v in (channels.stable, channels.previous):
-                if v is not None and v in adapter.versions:
-                    recent.append((channels.updated_at, adapter.versions[v]))
-    recent.sort(key=lambda item: item[0], reverse=True)
+        if channels.updated_at is None or channels.updated_at < horizon:
+            continue
+        for group, v in ((previous, channels.previous), (stable, channels.stable)):
+            if v is not None and v in adapter.versions:
+                group.append((channels.updated_at, adapter.versions[v]))
     chosen: dict[str, AdapterVersion] = {}
-    for version in [*operator, *(v for _, v in recent)]:
+    for version in [*operator, *_newest_first(previous), *_newest_first(stable)]:
         chosen.setdefault(version.engine_name, version)
     return list(chosen.values())
+
+
+def _newest_first(items: list[tuple[datetime, AdapterVersion]]) -> list[AdapterVersion]:
+    return [v for _, v in sorted(items, key=lambda item: item[0], reverse=True)]
 
 
 def channel_of(channels: Channels) -> dict[str, str]:

@@ -136,11 +136,19 @@ def test_registry_keeps_the_engine_within_its_slots(gw: GatewayServer) -> None:
 def test_rollback_switches_version_without_an_engine_load(
     gw: GatewayServer, store_copy: Path
 ) -> None:
-    oa = client(gw)
-    for model in ("sentiment@v1", "sentiment"):  # both resident
-        oa.completions.create(model=model, prompt=PROMPT, max_tokens=2)
-    loads = gw.metric("loragate_adapter_loads_total", engine="engine-0", adapter="sentiment")
+    engine = gw.runtime.settings.engines[0].base_url()
     store = AdapterStore(store_copy, None)
+    # A promotion just now (v2 stable, v1 previous): inside the rollback window the rollback
+    # target v1 is pinned and warmed on the engine, whatever traffic did before.
+    store.update_channels("sentiment", lambda c: c, actor="e2e", action="promote")
+    wait_for(
+        lambda: (
+            "sentiment@v1" in gw.runtime.registry.pinned() and "sentiment@v1" in models_on(engine)
+        ),
+        30,
+    )
+    client(gw).completions.create(model="sentiment", prompt=PROMPT, max_tokens=2)
+    loads = gw.metric("loragate_adapter_loads_total", engine="engine-0", adapter="sentiment")
     store.update_channels(
         "sentiment",
         lambda c: Channels(stable=c.previous, previous=c.stable),
@@ -161,6 +169,10 @@ def test_rollback_switches_version_without_an_engine_load(
     )
 
 
+def models_on(engine: str) -> set[str]:
+    return {m["id"] for m in httpx.get(f"{engine}/v1/models").json()["data"]}
+
+
 def test_engine_crash_restart_rewarm(gw: GatewayServer) -> None:
     runtime = gw.runtime
     client(gw).completions.create(model="qa", prompt=PROMPT, max_tokens=2)
@@ -174,15 +186,11 @@ def test_engine_crash_restart_rewarm(gw: GatewayServer) -> None:
         ),
         300,
     )
-    # The rollback above pinned sentiment's stable and previous: both are re-warmed.
+    # The rollback above pinned its rollback target (sentiment@v2; 3 slots x max_pinned_share
+    # 0.5 leave room for one pin): the restarted engine gets it back without a request.
     engine = runtime.settings.engines[0].base_url()
-    wait_for(
-        lambda: (
-            {"sentiment@v1", "sentiment@v2"}
-            <= {m["id"] for m in httpx.get(f"{engine}/v1/models").json()["data"]}
-        ),
-        60,
-    )
+    assert runtime.registry.pinned() == {"sentiment@v2"}
+    wait_for(lambda: "sentiment@v2" in models_on(engine), 60)
     answer = client(gw).completions.create(model="qa", prompt=PROMPT, max_tokens=4)
     assert answer.choices[0].text
     assert gw.metric("loragate_engine_restarts_total", engine="engine-0") == 1

@@ -22,6 +22,7 @@ from tests.servers import GatewayServer
 pytestmark = pytest.mark.e2e
 
 REPO_STORE = Path(__file__).resolve().parents[2] / "adapters"
+ADMIN_TOKEN = "e2e-loadtest-admin-token"
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def gateway(demo_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         log_dir=tmp_path_factory.mktemp("logs"),
         load_wait_timeout_s=60,
         log_json=False,
+        admin_token=ADMIN_TOKEN,  # the tool scrapes the gateway's /metrics with it
         engines=[
             {
                 "managed": {"model": str(demo_base), "port": free_port(), "max_loras": 2},
@@ -50,7 +52,10 @@ def gateway(demo_base: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         yield server
 
 
-def test_the_real_engine_scenario(gateway: GatewayServer, tmp_path: Path) -> None:
+def test_the_real_engine_scenario(
+    gateway: GatewayServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LORAGATE_ADMIN_TOKEN", ADMIN_TOKEN)
     scenario = scenario_files.load(
         "real-engine", ["bounds.requests=8", "arrivals.rate=1", "bounds.duration_s=60"]
     )

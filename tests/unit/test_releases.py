@@ -65,7 +65,7 @@ def sample(svc: ReleaseService, name: str, **labels: str) -> float:
 # --- policy ----------------------------------------------------------------------------
 
 
-def test_pins_operator_first_then_recent_stable_and_previous_within_budget(
+def test_pins_operator_first_then_rollback_targets_then_stables_within_budget(
     store: AdapterStore, tmp_path: Path
 ) -> None:
     versions = {f"{n}@{v}": add_version(store, tmp_path, n, v) for n in "abc" for v in ("v1", "v2")}
@@ -84,7 +84,7 @@ def test_pins_operator_first_then_recent_stable_and_previous_within_budget(
         }
     )
     keys = [v.engine_name for v in pinned_versions(snap, NOW, 3600, budget=4)]
-    assert keys == ["b@v1", "c@v2", "c@v1", "a@v2"]
+    assert keys == ["b@v1", "c@v1", "a@v1", "c@v2"]  # a short budget keeps the rollback targets
     assert [v.engine_name for v in pinned_versions(snap, NOW, 0, budget=4)] == ["b@v1"]
     assert active_versions(snap)[:2] == [("a", "v1", "previous"), ("a", "v2", "stable")]
 
