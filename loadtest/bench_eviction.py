@@ -69,7 +69,7 @@ def deployments(args: argparse.Namespace) -> Iterator[tuple[list[Target], list[s
 
 def loads_per_1000(kept: dict[str, Any]) -> float | None:
     engine = kept.get("sim_engine") or {}
-    answered = kept["outcomes"].get("ok", 0)
+    answered = sum(n for code, n in kept["outcomes"].items() if code.startswith("2"))
     loads = engine.get("loads")
     return round(1000 * loads / answered, 1) if loads is not None and answered else None
 

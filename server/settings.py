@@ -114,7 +114,7 @@ class Settings(BaseSettings):
     )
     # Thrash mitigation (server/engines/slots.py Demand, swaps.py ColdLoadHold).
     eviction_policy: Literal["lru", "demand"] = Field(
-        "demand", description="evict the least recently used, or the least recent demand"
+        "lru", description="evict the least recently used, or the least recent demand"
     )
     demand_half_life_s: float = Field(30.0, gt=0, description="how fast demand is forgotten")
     thrash_hold_ratio: float = Field(
