@@ -11,6 +11,8 @@ Each server runs in its own process; the load generator (this process, aiohttp) 
 that alternate between the targets, at 1, 16 and 64 concurrent clients, JSON and
 streaming. Reported: client latency p50/p99 (stream: time to first token and chunks/s),
 requests/s, and CPU seconds per request of the gateway process (from /proc, over the round).
+With `--profile-s S`, py-spy then samples the gateway for S seconds under 4 concurrent JSON
+clients and the figures gain its top frames by self time and where the time goes inclusively.
 Writes loadtest/results/overhead.json and overhead.png.
 """
 
@@ -32,6 +34,7 @@ from typing import Any
 import aiohttp
 import httpx
 
+from loadtest import pyspy
 from loadtest.benchkit import build_store, percentile, process
 from loadtest.threaded import free_port
 
@@ -146,8 +149,32 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     url, pid = more.enter_context(litellm(args.litellm, upstream, Path(tmp)))
                     targets.append(("litellm", url, "alpha", pid))
                 run_rounds(targets, args, out)
+            if args.profile_s:
+                out["profile"] = profile(gw.pid, gateway, args.profile_s, Path(tmp))
     out["table"] = table(out["rounds"])
     return out
+
+
+# Where a proxied request's time goes, inclusively (suffixes of py-spy's function names).
+PROFILED = (
+    "RequestContext.__call__",  # everything inside the ASGI app
+    "parse_request",
+    "Gateway.generate",
+    "HttpEngineClient.generate",  # the upstream call (aiohttp)
+    "Registry.acquire",
+    "solve_dependencies",  # FastAPI's dependency resolution
+    "data_received",  # uvicorn's HTTP parsing (httptools)
+)
+
+
+def profile(pid: int, url: str, seconds: float, tmp: Path) -> dict[str, object]:
+    """py-spy samples of the gateway process while 4 clients send JSON requests."""
+    raw = tmp / "gateway.raw"
+    spy = pyspy.record(pid, raw, seconds)
+    while spy.poll() is None:
+        asyncio.run(drive(url, "alpha", 4, 400, False))
+    text = raw.read_text() if raw.exists() else ""
+    return pyspy.summarize(text, "<module>", PROFILED, top=15)
 
 
 def run_rounds(
@@ -250,6 +277,7 @@ def main() -> None:
     parser.add_argument("--other", default=None, help="another proxy's base URL")
     parser.add_argument("--other-model", default="alpha@v1")
     parser.add_argument("--litellm", default=None, help="path of LiteLLM's `litellm` command")
+    parser.add_argument("--profile-s", type=float, default=0.0, help="py-spy the gateway (0: no)")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
     out = run(args)
@@ -261,6 +289,8 @@ def main() -> None:
             f"(+{row['added_p99_ms']:.2f}) {row['rps']:7.1f} rps ({row['rps_vs_direct']:.2f}x) "
             f"cpu/req {row['cpu_ms_per_request']} ms"
         )
+    if "profile" in out:
+        print(json.dumps(out["profile"], indent=1))
     plot(out, args.out.with_suffix(".png"))
     args.out.write_text(json.dumps(out, indent=2, default=str) + "\n")
     print(f"wrote {args.out}")
