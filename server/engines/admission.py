@@ -10,7 +10,9 @@ the rest are told when to come back. A request that still waits `max_wait_s` is 
 The limit is learned from the engine where it reports its queue (vLLM's
 `vllm:num_requests_waiting`, read about once a second with the rest of its view, `observe`):
 while the engine queues requests itself, it is given more than it runs at once, so the limit
-shrinks by a tenth; while requests wait here and the engine queues nothing, it grows by one,
+shrinks by a tenth, but not below this gateway's share of the requests the engine runs (going
+lower would idle part of its batch); while requests wait here and the engine queues nothing,
+it grows by one,
 back up to the configured `max_inflight`. Several gateways share an engine this way without
 knowing of each other.
 """
@@ -62,7 +64,11 @@ class EngineQueue:
         pressed = bool(self._waiters) or self._shed_since_observe > 0
         self._shed_since_observe = 0
         if engine_waiting > 0:
-            self.limit = max(1, min(self.limit, int(self.limit * 0.9)))
+            # Never below our share of what the engine runs: that only idles its batch while
+            # requests wait here (a sole gateway keeps the batch full and queues the rest).
+            share = min(1.0, self.inflight / (engine_running + engine_waiting))
+            floor = math.ceil(engine_running * share)
+            self.limit = min(self.limit, max(1, floor, int(self.limit * 0.9)))
         elif pressed and self.inflight >= self.limit:
             self.limit = min(self.max_limit, self.limit + 1)
         while self.inflight < self.limit and self._hand_over():  # room made: let waiters in

@@ -157,3 +157,19 @@ async def test_a_limit_shrunk_by_another_clients_burst_recovers_once_the_engine_
     assert queue.limit == 2  # the refusal counts as pressure: the limit grows back
     release.set()
     await running
+
+
+async def test_the_limit_never_drops_below_our_share_of_the_engines_batch() -> None:
+    queue = EngineQueue("e0", limit=64, max_queue=100, max_wait_s=5)
+    release, log = asyncio.Event(), list[str]()
+    tasks = [asyncio.create_task(hold(queue, release, log, f"r{i}")) for i in range(16)]
+    await asyncio.sleep(0.01)
+    for _ in range(40):  # alone on an engine that runs 8 and queues the other 8 we sent
+        queue.observe(engine_running=8, engine_waiting=8)
+    assert queue.limit == 8  # its batch stays full; it does not shrink to 1
+    for _ in range(40):  # another gateway sends as many: half of the batch is ours
+        queue.observe(engine_running=8, engine_waiting=24)
+    assert queue.limit == 4
+    release.set()
+    await asyncio.gather(*tasks)
+    assert queue.inflight == 0
