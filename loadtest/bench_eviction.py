@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from loadtest.thrash_cliff import LOAD_TIMES, point, point_figures
+from loadtest.thrash_cliff import LOAD_TIMES, point, point_figures, sim_spec
 from loadtest.tool import results
 from loadtest.tool.analysis import summarize
 from loadtest.tool.deployment import simulated
@@ -39,20 +39,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 
 def spec(args: argparse.Namespace, gateway: dict[str, Any]) -> SimSpec:
-    load_ms, jitter_ms = LOAD_TIMES["15-30ms"]
-    return SimSpec(
-        engines=1,
-        gateways=1,
-        adapters=int(args.ratio * args.slots),
-        slots=args.slots,
-        max_loras=args.slots,
-        max_num_seqs=args.batch,
-        load_ms=load_ms,
-        load_jitter_ms=jitter_ms,
-        ttft_ms=args.ttft_ms,
-        token_ms=args.token_ms,
-        gateway=gateway,
-    )
+    """The cliff's loragate deployment at `--ratio` (15-30 ms loads), with `gateway` settings."""
+    cliff = argparse.Namespace(**vars(args), ratios=[args.ratio])
+    deployment = sim_spec(cliff, *LOAD_TIMES["15-30ms"])
+    return deployment.model_copy(update={"compare_direct": False, "gateway": gateway})
 
 
 @contextlib.contextmanager
