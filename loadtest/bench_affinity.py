@@ -75,7 +75,7 @@ def gateways(
     args: argparse.Namespace, policy: str, replicas: int, engine_urls: list[str], store: Path
 ) -> Iterator[list[str]]:
     """`replicas` gateway processes over the same engines and store, with `policy`."""
-    from tests.factory import TINY_CONFIG
+    from loadtest.tool.tinystore import TINY_CONFIG
 
     tmp = store.parent
     (tmp / "base-config.json").write_text(json.dumps(TINY_CONFIG))

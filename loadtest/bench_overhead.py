@@ -105,7 +105,7 @@ def summarise(r: Round, requests: int, cpu_s: float | None) -> dict[str, Any]:
 
 
 def gateway_config(root: Path, upstream: str, port: int) -> Path:
-    from tests.factory import TINY_CONFIG
+    from loadtest.tool.tinystore import TINY_CONFIG
 
     store = build_store(root, ["alpha"])
     (root / "base.json").write_text(json.dumps(TINY_CONFIG))

@@ -77,7 +77,7 @@ async def offer(
 
 
 def gateway_config(root: Path, engine: str, args: argparse.Namespace, port: int) -> Path:
-    from tests.factory import TINY_CONFIG
+    from loadtest.tool.tinystore import TINY_CONFIG
 
     (root / "base.json").write_text(json.dumps(TINY_CONFIG))
     config = root / "gateway.yaml"

@@ -52,7 +52,8 @@ def summary(values: Sequence[float]) -> dict[str, float]:
 
 def build(tmp: Path, landings: int) -> tuple[AdapterStore, Path, list[Path]]:
     """The store (bench v1, v2: stable v1) and `landings` packaged versions outside it."""
-    from tests.factory import TINY_CONFIG, TINY_SPEC, add_version
+    from loadtest.tool.tinystore import TINY_CONFIG
+    from tests.factory import TINY_SPEC, add_version
 
     store = AdapterStore(tmp / "store", TINY_SPEC, ValidationLimits(max_lora_rank=8))
     for i, version in enumerate(("v1", "v2")):

@@ -60,7 +60,7 @@ def build_store(root: Path) -> AdapterStore:
 
 
 def gateway_config(root: Path, engine: str, port: int, metrics_port: int) -> Path:
-    from tests.factory import TINY_CONFIG
+    from loadtest.tool.tinystore import TINY_CONFIG
 
     (root / "base.json").write_text(json.dumps(TINY_CONFIG))
     settings = {

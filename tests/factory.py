@@ -10,25 +10,14 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save_file
 
-from server.store.base_model import BaseModelSpec, architecture_sha256
+from loadtest.tool.tinystore import tiny_spec
+from server.store.base_model import BaseModelSpec
 from server.store.manifest import Channels
 from server.store.snapshot import AdapterVersion
 from server.store.store import AdapterStore
 
-TINY_BASE_ID = "tiny-base"
-TINY_CONFIG: dict[str, Any] = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "intermediate_size": 128,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "head_dim": 16,
-    "vocab_size": 1000,
-}
-TINY_SPEC = BaseModelSpec.from_config(
-    TINY_CONFIG, TINY_BASE_ID, (), architecture_sha256(TINY_CONFIG)
-)
+# The tiny base is the load tool's (its simulated deployments build stores for it too).
+TINY_SPEC = tiny_spec()
 
 
 def lora_tensors(

@@ -22,10 +22,11 @@ import httpx
 import yaml
 
 from loadtest.threaded import free_port
+from loadtest.tool.tinystore import TINY_CONFIG
 from server.store.layout import ValidationLimits
 from server.store.manifest import Channels
 from server.store.store import AdapterStore
-from tests.factory import TINY_CONFIG, TINY_SPEC, add_version, set_channels
+from tests.factory import TINY_SPEC, add_version, set_channels
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "admin-token-for-scale-out-tests"

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.gateway_server import GatewayServer
+from loadtest.tool.tinystore import TINY_CONFIG
 from server.settings import Settings
-from tests.factory import TINY_CONFIG
 
 __all__ = ["GatewayServer", "tiny_settings"]
 

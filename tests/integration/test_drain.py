@@ -16,8 +16,8 @@ import httpx
 
 from loadtest.simengine import SimConfig, SimEngineServer
 from loadtest.threaded import free_port
+from loadtest.tool.tinystore import TINY_CONFIG
 from server.store.store import AdapterStore
-from tests.factory import TINY_CONFIG
 
 DELAY_S, GRACE_S = 1.5, 10.0
 
