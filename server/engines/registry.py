@@ -68,7 +68,6 @@ class Registry:
         hold: ColdLoadHold | None = None,
     ) -> None:
         self.metrics = metrics
-        self.demand = demand
         self.wait_timeout_s = wait_timeout_s
         self.min_hold_s = min_hold_s  # a loaded slot is not drained before this, seconds
         self._clock = clock
@@ -195,8 +194,8 @@ class Registry:
         if slot is not None:
             slot.inflight += 1
             slot.last_used = self._clock()
-            if self.demand is not None:
-                self.demand.count(slot, slot.last_used)
+            if self.swaps.demand is not None:  # eviction by demand counts every request
+                self.swaps.demand.count(slot, slot.last_used)
         return Hold(engine, slot)
 
     def _hit(self, engine: str, eng: EngineSlots, slot: Slot, missed: bool, start: float) -> Hold:
