@@ -82,11 +82,8 @@ async def probe(session: aiohttp.ClientSession, target: Target, need_base: bool)
         async with session.get(f"{url}/metrics", headers=scrape) as response:
             if response.status == 200 and "loragate_" in await response.text():
                 kind = "loragate"
-        if kind == "openai":  # no token for its /metrics: loragate still names itself here
-            async with session.get(f"{url}/openapi.json") as response:
-                info = (await response.json()).get("info", {}) if response.status == 200 else {}
-            if info.get("title") == "loragate":
-                kind = "loragate"
+        if kind == "openai" and await _names_itself_loragate(session, url):
+            kind = "loragate"  # no token for its /metrics
         base = target.base_model
         if need_base and base is None:
             async with session.get(f"{url}/v1/models", headers=headers) as response:
@@ -95,3 +92,15 @@ async def probe(session: aiohttp.ClientSession, target: Target, need_base: bool)
     except (aiohttp.ClientError, TimeoutError, ValueError):
         return replace(target, kind=kind)
     return replace(target, kind=kind, base_model=base)
+
+
+async def _names_itself_loragate(session: aiohttp.ClientSession, url: str) -> bool:
+    """loragate's public OpenAPI document carries its name; anything else (no document, HTML,
+    another title) is not loragate, and does not stop the rest of the probe."""
+    try:
+        async with session.get(f"{url}/openapi.json") as response:
+            document = await response.json(content_type=None) if response.status == 200 else {}
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return False
+    info = document.get("info") if isinstance(document, dict) else None
+    return isinstance(info, dict) and info.get("title") == "loragate"
