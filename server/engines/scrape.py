@@ -64,8 +64,8 @@ def parse_engine_metrics(text: str) -> EngineLoad:
         busy = frozenset(n for n in names.split(",") if n)
     max_loras = info.get("max_lora")
     return EngineLoad(
-        running=int(running),
-        waiting=int(waiting),
+        running=max(0, int(running)),  # a negative count is nonsense: none
+        waiting=max(0, int(waiting)),
         busy_loras=busy,
         max_loras=int(max_loras) if max_loras and max_loras.isdigit() else None,
     )

@@ -37,8 +37,20 @@ WAITING = 'vllm:num_requests_waiting{engine="0",model_name="base"} 1.0\n'
             EngineLoad(1, 0, frozenset({"x@v1"}), 4),
         ),
         ('vllm:num_requests_running{engine="0"} NaN\n', EngineLoad()),
+        # A broken exporter: negative gauges count as none (the admission queue divides by
+        # running + waiting).
+        ("vllm:num_requests_running -3\n" + WAITING, EngineLoad(running=0, waiting=1)),
     ],
-    ids=["empty", "counts", "newest-set", "data-parallel", "idle", "label-order", "nan"],
+    ids=[
+        "empty",
+        "counts",
+        "newest-set",
+        "data-parallel",
+        "idle",
+        "label-order",
+        "nan",
+        "negative",
+    ],
 )
 def test_parse_engine_metrics(text: str, expected: EngineLoad) -> None:
     assert parse_engine_metrics(text) == expected
