@@ -280,6 +280,8 @@ def main() -> None:
     parser.add_argument("--profile-s", type=float, default=0.0, help="py-spy the gateway (0: no)")
     parser.add_argument("--out", type=Path, default=RESULTS / "overhead.json")
     args = parser.parse_args()
+    if args.profile_s < 0:
+        parser.error("--profile-s: seconds, 0 for no profile")
     if args.profile_s and not Path(sys.executable).with_name("py-spy").exists():
         parser.error("--profile-s needs py-spy beside this python: pip install py-spy")
     out = run(args)
